@@ -1,0 +1,113 @@
+//! The API's one error type and its mapping to the contract's status codes and
+//! error bodies. Internal details are logged here, never sent.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+/// Every way a request can fail; each variant names its status and `error` code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `invalid_request`: malformed JSON, bad ids, bad values.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 415 `invalid_request`: the body is not `application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422 `invalid_request`: well-formed JSON of the wrong shape or values.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 413 `payload_too_large`: the body is over the limit.
+    #[error("the request body is larger than 16 KiB")]
+    PayloadTooLarge,
+    /// 401 `unauthorized`.
+    #[error("a valid `Authorization: Bearer` admin token is required")]
+    Unauthorized,
+    /// 403 `admin_disabled`: `ADMIN_TOKEN` is unset.
+    #[error("admin endpoints are disabled: ADMIN_TOKEN is not set")]
+    AdminDisabled,
+    /// 404 `coupon_not_found`.
+    #[error("no such coupon")]
+    CouponNotFound,
+    /// 404 `not_found`: no accepted request for this user, or no such route.
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// 405 `method_not_allowed`.
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    /// 409 `already_issued`.
+    #[error("this user was already issued this coupon")]
+    AlreadyIssued,
+    /// 409 `sold_out`.
+    #[error("all coupons have been issued")]
+    SoldOut,
+    /// 409 `issue_period_not_started`.
+    #[error("the issue period has not started")]
+    NotStarted,
+    /// 409 `issue_period_ended`.
+    #[error("the issue period has ended")]
+    Ended,
+    /// 503 `unavailable`: Redis failed or timed out.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// 503 `unavailable`: MySQL failed or timed out.
+    #[error("mysql: {0}")]
+    Database(#[from] sqlx::Error),
+    /// 503 `unavailable`: the request ran past its deadline, or a rebuild is
+    /// in progress elsewhere and did not finish in time.
+    #[error("{0}")]
+    Unavailable(&'static str),
+}
+
+/// The contract's error body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code.
+    #[schema(example = "sold_out")]
+    pub error: &'static str,
+    /// A text for people.
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use ApiError::*;
+        match self {
+            InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request"),
+            Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AdminDisabled => (StatusCode::FORBIDDEN, "admin_disabled"),
+            CouponNotFound => (StatusCode::NOT_FOUND, "coupon_not_found"),
+            NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            AlreadyIssued => (StatusCode::CONFLICT, "already_issued"),
+            SoldOut => (StatusCode::CONFLICT, "sold_out"),
+            NotStarted => (StatusCode::CONFLICT, "issue_period_not_started"),
+            Ended => (StatusCode::CONFLICT, "issue_period_ended"),
+            Redis(_) | Database(_) | Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, error) = self.status_and_code();
+        let message = match &self {
+            ApiError::Redis(err) => {
+                tracing::warn!(%err, "redis call failed");
+                metrics::counter!(shared::metrics::REDIS_ERRORS, "op" => "api").increment(1);
+                "the service is temporarily unavailable, retry shortly".to_string()
+            }
+            ApiError::Database(err) => {
+                tracing::warn!(%err, "mysql call failed");
+                metrics::counter!(shared::metrics::MYSQL_ERRORS, "op" => "api").increment(1);
+                "the service is temporarily unavailable, retry shortly".to_string()
+            }
+            other => other.to_string(),
+        };
+        (status, Json(ErrorBody { error, message })).into_response()
+    }
+}

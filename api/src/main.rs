@@ -1,0 +1,22 @@
+//! The `coupon-api` binary: configuration, telemetry, serve until a signal.
+
+use anyhow::Context;
+use api::{ApiConfig, Application};
+use clap::Parser;
+use shared::telemetry::Telemetry;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = ApiConfig::parse();
+    let telemetry = Telemetry::init(&config.telemetry, "coupon-api").context("setting up telemetry")?;
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config.summary(), "coupon-api starting");
+    let app = Application::build(&config).await.context("starting coupon-api")?;
+    let addr = app.local_addr().context("reading the bound address")?;
+    tracing::info!(%addr, "coupon-api listening");
+    app.run_until(shared::shutdown::shutdown_signal())
+        .await
+        .context("serving")?;
+    tracing::info!("coupon-api stopped");
+    telemetry.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! `POST /coupons/{coupon_id}/issue`, the hot path, and
+//! `GET /coupons/{coupon_id}/issues/{user_id}`, its status.
+
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, Ids};
+use crate::script::Decision;
+use crate::store;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shared::{CouponId, CouponKeys, IssueEvent, Period, UserId};
+use utoipa::ToSchema;
+
+/// Who asks for the coupon.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueRequest {
+    #[schema(value_type = i64, minimum = 1)]
+    user_id: UserId,
+}
+
+/// The request was accepted; MySQL is written shortly after.
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {
+    #[schema(value_type = i64)]
+    coupon_id: CouponId,
+    #[schema(value_type = i64)]
+    user_id: UserId,
+    /// Always `accepted`.
+    status: &'static str,
+    /// This user's 1-based place among the accepted.
+    position: i64,
+}
+
+/// Where a user's accepted request stands.
+#[derive(Serialize, ToSchema, Debug, PartialEq)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum IssueStatus {
+    /// The row is in MySQL.
+    Issued { issued_at: DateTime<Utc> },
+    /// Accepted, not yet written to MySQL.
+    Pending,
+    /// Accepted but given up on (dead-lettered).
+    Failed { reason: String },
+}
+
+/// Asks for one coupon, first come first served.
+#[utoipa::path(post, path = "/coupons/{coupon_id}/issue", request_body = IssueRequest,
+    params(("coupon_id" = i64, Path, minimum = 1)),
+    responses(
+        (status = 202, body = Accepted, description = "accepted"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`"),
+        (status = 404, body = ErrorBody, description = "`coupon_not_found`"),
+        (status = 409, body = ErrorBody, description = "`already_issued`, `sold_out`, `issue_period_not_started` or `issue_period_ended`"),
+        (status = 413, body = ErrorBody, description = "`payload_too_large`"),
+        (status = 415, body = ErrorBody, description = "`invalid_request`: not JSON"),
+        (status = 422, body = ErrorBody, description = "`invalid_request`: wrong fields or values"),
+        (status = 503, body = ErrorBody, description = "`unavailable`: retrying is safe"),
+    ))]
+pub async fn issue(
+    State(app): State<AppState>,
+    ids: Ids,
+    body: Result<ApiJson<IssueRequest>, ApiError>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let result = decide(&app, ids.coupon, body).await;
+    let outcome = match &result {
+        Ok(_) => "accepted",
+        Err(err) => err.status_and_code().1,
+    };
+    metrics::counter!(shared::metrics::ISSUE_DECISIONS, "outcome" => outcome).increment(1);
+    let (coupon_id, user_id, position) = result?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            coupon_id,
+            user_id,
+            status: "accepted",
+            position,
+        }),
+    ))
+}
+
+async fn decide(
+    app: &AppState,
+    id: CouponId,
+    body: Result<ApiJson<IssueRequest>, ApiError>,
+) -> Result<(CouponId, UserId, i64), ApiError> {
+    let ApiJson(request) = body?;
+    let coupon = app.coupon(id).await?;
+    let now = Utc::now();
+    match coupon.period_at(now) {
+        Period::NotStarted => return Err(ApiError::NotStarted),
+        Period::Ended => return Err(ApiError::Ended),
+        Period::Open => {}
+    }
+    let event = IssueEvent {
+        coupon_id: coupon.id,
+        user_id: request.user_id,
+        accepted_at_ms: now.timestamp_millis(),
+        position: 0,
+        trace: shared::telemetry::inject_context(&tracing::Span::current()),
+    }
+    .encode();
+    let keys = CouponKeys::new(coupon.id);
+    let mut redis = app.redis();
+    let mut decision = app.script.run(&mut redis, &keys, request.user_id, &event).await?;
+    if decision == Decision::StateMissing {
+        app.rebuild(&coupon).await?;
+        decision = app.script.run(&mut redis, &keys, request.user_id, &event).await?;
+    }
+    match decision {
+        Decision::Accepted { position } => Ok((coupon.id, request.user_id, position)),
+        Decision::AlreadyIssued => Err(ApiError::AlreadyIssued),
+        Decision::SoldOut => Err(ApiError::SoldOut),
+        Decision::StateMissing => Err(ApiError::Unavailable(
+            "the coupon's state is being rebuilt, retry shortly",
+        )),
+    }
+}
+
+/// Tells whether the user's accepted request is in MySQL yet.
+#[utoipa::path(get, path = "/coupons/{coupon_id}/issues/{user_id}",
+    params(("coupon_id" = i64, Path, minimum = 1), ("user_id" = i64, Path, minimum = 1)),
+    responses(
+        (status = 200, body = IssueStatus),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: bad id"),
+        (status = 404, body = ErrorBody, description = "`coupon_not_found`, or `not_found`: no accepted request for this user"),
+        (status = 503, body = ErrorBody, description = "`unavailable`"),
+    ))]
+pub async fn status(State(app): State<AppState>, ids: Ids) -> Result<Json<IssueStatus>, ApiError> {
+    let user = ids.user.ok_or(ApiError::InvalidRequest("missing user_id".into()))?;
+    let coupon = app.coupon(ids.coupon).await?;
+    if let Some(issued_at) = store::issued_at(&app.db, coupon.id, user).await? {
+        return Ok(Json(IssueStatus::Issued { issued_at }));
+    }
+    let keys = CouponKeys::new(coupon.id);
+    let (reason, accepted): (Option<String>, bool) = redis::pipe()
+        .hget(&keys.failed, user.get())
+        .sismember(&keys.issued, user.get())
+        .query_async(&mut app.redis())
+        .await?;
+    match (reason, accepted) {
+        (Some(reason), _) => Ok(Json(IssueStatus::Failed { reason })),
+        (None, true) => Ok(Json(IssueStatus::Pending)),
+        (None, false) => Err(ApiError::NotFound("this user has no accepted request for this coupon")),
+    }
+}

@@ -1,0 +1,110 @@
+//! `coupon-consumer`'s configuration: the contract's variables, each also a
+//! flag, plus the operator subcommands for dead letters.
+
+use clap::{Args, Parser, Subcommand};
+use shared::config::{mask_url, DatabaseConfig, RedisConfig, TelemetryConfig};
+use std::time::Duration;
+
+/// The issuing worker: a Redis Streams consumer-group member writing to MySQL.
+#[derive(Parser, Clone, Debug)]
+#[command(name = "coupon-consumer", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub consumer: ConsumerConfig,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Operator commands; without one, the consumer runs.
+#[derive(Subcommand, Clone, Debug)]
+pub enum Command {
+    /// List the dead letters of a coupon (or of every active coupon) as JSON lines.
+    ListDeadLetters {
+        #[arg(long)]
+        coupon: Option<i64>,
+    },
+    /// Put a coupon's dead letters back on its stream (all, or one entry id).
+    ReplayDeadLetters {
+        #[arg(long)]
+        coupon: i64,
+        /// The dead-letter entry id; all of the coupon's when omitted.
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ConsumerConfig {
+    /// The Redis Streams consumer group.
+    #[arg(long, env = "CONSUMER_GROUP", default_value = "coupon-issuers")]
+    pub consumer_group: String,
+    /// This instance's name inside the group (default: hostname and pid).
+    #[arg(long, env = "CONSUMER_NAME")]
+    pub consumer_name: Option<String>,
+    /// Where the consumer serves `/metrics` and `/healthz`.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: String,
+    /// Entries read per XREADGROUP and written per MySQL transaction (1 to 1000).
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub batch_size: u32,
+    /// How long one XREADGROUP blocks waiting for entries (ms).
+    #[arg(long, env = "BLOCK_MS", default_value_t = 1000)]
+    pub block_ms: u64,
+    /// Entries pending this long with another (dead or stuck) member are reclaimed (ms).
+    #[arg(long, env = "CLAIM_IDLE_MS", default_value_t = 5000)]
+    pub claim_idle_ms: u64,
+    /// An entry delivered more than this many times goes to the dead-letter stream.
+    #[arg(long, env = "MAX_DELIVERIES", default_value_t = 5)]
+    pub max_deliveries: u64,
+    /// How often the list of active coupon streams is re-read (ms).
+    #[arg(long, env = "REFRESH_MS", default_value_t = 1000)]
+    pub refresh_ms: u64,
+    #[command(flatten)]
+    pub redis: RedisConfig,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+impl ConsumerConfig {
+    pub fn name(&self) -> String {
+        self.consumer_name.clone().unwrap_or_else(|| {
+            let host = hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "consumer".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    pub fn block(&self) -> Duration {
+        Duration::from_millis(self.block_ms)
+    }
+
+    pub fn claim_idle(&self) -> Duration {
+        Duration::from_millis(self.claim_idle_ms)
+    }
+
+    pub fn refresh(&self) -> Duration {
+        Duration::from_millis(self.refresh_ms)
+    }
+
+    /// The effective configuration for the start-up log line, secrets masked.
+    pub fn summary(&self) -> String {
+        format!(
+            "group={} name={} metrics_addr={} batch_size={} block_ms={} claim_idle_ms={} max_deliveries={} redis_url={} database_url={} database_max_connections={} otlp_endpoint={} otlp_protocol={}",
+            self.consumer_group,
+            self.name(),
+            self.metrics_addr,
+            self.batch_size,
+            self.block_ms,
+            self.claim_idle_ms,
+            self.max_deliveries,
+            mask_url(&self.redis.redis_url),
+            mask_url(&self.database.database_url),
+            self.database.database_max_connections,
+            self.telemetry.otel_exporter_otlp_endpoint.as_deref().unwrap_or("unset"),
+            self.telemetry.otel_exporter_otlp_protocol,
+        )
+    }
+}

@@ -1,0 +1,68 @@
+//! The `coupon-consumer` binary: run the worker until a signal, or an operator
+//! subcommand on dead letters.
+
+use anyhow::Context;
+use clap::Parser;
+use consumer::{dead_letter, Cli, Command};
+use shared::telemetry::Telemetry;
+use shared::CouponId;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = cli.consumer;
+    let telemetry = Telemetry::init(&config.telemetry, "coupon-consumer").context("setting up telemetry")?;
+    if let Some(command) = cli.command {
+        return operate(&config, command).await;
+    }
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config.summary(), "coupon-consumer starting");
+    let metrics = shared::metrics::install();
+    let listener = TcpListener::bind(&config.metrics_addr)
+        .await
+        .with_context(|| format!("binding METRICS_ADDR {}", config.metrics_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+    let worker = consumer::build(&config).await.context("starting coupon-consumer")?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let server = tokio::spawn(consumer::ops_server::serve(listener, metrics, stopped(stop_rx.clone())));
+    tokio::spawn(async move {
+        shared::shutdown::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    worker.run(stopped(stop_rx)).await;
+    let _ = server.await;
+    tracing::info!("coupon-consumer stopped");
+    telemetry.shutdown().await;
+    Ok(())
+}
+
+async fn operate(config: &consumer::ConsumerConfig, command: Command) -> anyhow::Result<()> {
+    let mut conn = shared::redis_conn::connect(&config.redis, config.redis.timeout())
+        .await
+        .context("connecting to Redis")?;
+    match command {
+        Command::ListDeadLetters { coupon } => {
+            let coupons: Vec<i64> = match coupon {
+                Some(id) => vec![id],
+                None => redis::AsyncCommands::smembers(&mut conn, shared::keys::ACTIVE_COUPONS).await?,
+            };
+            for id in coupons {
+                let id = CouponId::new(id).context("coupon id")?;
+                for letter in dead_letter::list(&mut conn, id).await? {
+                    println!("{}", serde_json::to_string(&letter)?);
+                }
+            }
+        }
+        Command::ReplayDeadLetters { coupon, id } => {
+            let coupon = CouponId::new(coupon).context("coupon id")?;
+            let replayed = dead_letter::replay(&mut conn, coupon, id.as_deref()).await?;
+            println!("replayed {replayed} dead letter(s) of coupon {coupon}");
+        }
+    }
+    Ok(())
+}

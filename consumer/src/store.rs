@@ -1,0 +1,166 @@
+//! The consumer's MySQL write: one transaction per coupon per batch that inserts
+//! the new issues idempotently and raises `issued_quantity` by exactly the rows
+//! inserted, never past `total_quantity` (guarantee 4 holds here even if Redis
+//! forgot everything).
+
+use chrono::{DateTime, Utc};
+use shared::{CouponId, IssueEvent};
+use sqlx::{MySqlPool, QueryBuilder};
+use std::collections::HashSet;
+
+/// Why an event can never be written; it goes to the dead-letter stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// MySQL already holds `total_quantity` rows for the coupon.
+    QuantityExceeded,
+    /// MySQL has no such coupon.
+    CouponNotFound,
+}
+
+impl Refusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::QuantityExceeded => "quantity_exceeded",
+            Refusal::CouponNotFound => "coupon_not_found",
+        }
+    }
+}
+
+/// What one transaction did with a coupon's events.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Rows inserted (and added to `issued_quantity`).
+    pub inserted: u64,
+    /// Events whose row was already there: redeliveries, no-ops.
+    pub duplicates: u64,
+    /// Indexes (into the events given) refused for good, with why.
+    pub refused: Vec<(usize, Refusal)>,
+}
+
+/// Writes `events` (all of `coupon`) in one transaction. The coupon's row is
+/// locked first, so concurrent consumers of one coupon serialise here and the
+/// room left is exact.
+#[tracing::instrument(name = "INSERT coupon_issues", skip_all, fields(db.system.name = "mysql", db.system = "mysql", db.operation.name = "INSERT", db.collection.name = "coupon_issues", otel.kind = "client", coupon = %coupon, events = events.len()))]
+pub async fn write_issues(db: &MySqlPool, coupon: CouponId, events: &[IssueEvent]) -> Result<Written, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT total_quantity, issued_quantity FROM coupons WHERE id = ? FOR UPDATE")
+            .bind(coupon.get())
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((total, issued)) = row else {
+        return Ok(Written {
+            refused: (0..events.len()).map(|i| (i, Refusal::CouponNotFound)).collect(),
+            ..Written::default()
+        });
+    };
+    let existing = existing_users(&mut tx, coupon, events).await?;
+    let plan = plan(events, &existing, total - issued);
+    let mut written = Written {
+        duplicates: plan.duplicates,
+        refused: plan.refused,
+        inserted: 0,
+    };
+    if !plan.insert.is_empty() {
+        let now = Utc::now();
+        let mut insert = QueryBuilder::new(
+            "INSERT IGNORE INTO coupon_issues (coupon_id, user_id, position, accepted_at, issued_at) ",
+        );
+        insert.push_values(plan.insert.iter().map(|&i| &events[i]), |mut row, event| {
+            let accepted_at = DateTime::<Utc>::from_timestamp_millis(event.accepted_at_ms).unwrap_or(now);
+            row.push_bind(coupon.get())
+                .push_bind(event.user_id.get())
+                .push_bind(event.position)
+                .push_bind(accepted_at)
+                .push_bind(now);
+        });
+        written.inserted = insert.build().execute(&mut *tx).await?.rows_affected();
+        let raised = sqlx::query("UPDATE coupons SET issued_quantity = issued_quantity + ? WHERE id = ? AND issued_quantity + ? <= total_quantity")
+            .bind(written.inserted)
+            .bind(coupon.get())
+            .bind(written.inserted)
+            .execute(&mut *tx)
+            .await?;
+        if raised.rows_affected() != 1 {
+            // Impossible while the row lock holds; refuse to commit rather than drift.
+            return Err(sqlx::Error::Protocol("issued_quantity guard refused the update".into()));
+        }
+    }
+    tx.commit().await?;
+    Ok(written)
+}
+
+async fn existing_users(
+    tx: &mut sqlx::MySqlConnection,
+    coupon: CouponId,
+    events: &[IssueEvent],
+) -> Result<HashSet<i64>, sqlx::Error> {
+    let mut select = QueryBuilder::new("SELECT user_id FROM coupon_issues WHERE coupon_id = ");
+    select.push_bind(coupon.get()).push(" AND user_id IN (");
+    let mut users = select.separated(", ");
+    for event in events {
+        users.push_bind(event.user_id.get());
+    }
+    select.push(")");
+    let rows: Vec<i64> = select.build_query_scalar().fetch_all(tx).await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Which events to insert, which are redeliveries and which no longer fit.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub insert: Vec<usize>,
+    pub duplicates: u64,
+    pub refused: Vec<(usize, Refusal)>,
+}
+
+/// Decides per event, in position order so that if the quantity no longer fits
+/// (only possible after Redis lost state) the earliest accepted keep their rows.
+pub fn plan(events: &[IssueEvent], existing: &HashSet<i64>, room: i64) -> Plan {
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    order.sort_by_key(|&i| events[i].position);
+    let mut seen = HashSet::new();
+    let mut plan = Plan::default();
+    let mut room = room.max(0);
+    for i in order {
+        let user = events[i].user_id.get();
+        if existing.contains(&user) || !seen.insert(user) {
+            plan.duplicates += 1;
+        } else if room > 0 {
+            room -= 1;
+            plan.insert.push(i);
+        } else {
+            plan.refused.push((i, Refusal::QuantityExceeded));
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::UserId;
+
+    fn event(user: i64, position: i64) -> IssueEvent {
+        IssueEvent {
+            coupon_id: CouponId::new(1).unwrap(),
+            user_id: UserId::new(user).unwrap(),
+            accepted_at_ms: 0,
+            position,
+            trace: Default::default(),
+        }
+    }
+
+    #[test]
+    fn redeliveries_are_noops_and_the_earliest_keep_the_last_rooms() {
+        let events = [event(30, 3), event(10, 1), event(20, 2), event(10, 1), event(40, 4)];
+        let existing = HashSet::from([20]);
+        let plan = plan(&events, &existing, 1);
+        assert_eq!(plan.insert, vec![1]);
+        assert_eq!(plan.duplicates, 2);
+        assert_eq!(
+            plan.refused,
+            vec![(0, Refusal::QuantityExceeded), (4, Refusal::QuantityExceeded)]
+        );
+    }
+}

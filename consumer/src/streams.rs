@@ -1,0 +1,272 @@
+//! The consumer's side of the Redis streams: the group, reads, acks, reclaims,
+//! keep-alives and trimming. Every command names one stream (one cluster slot),
+//! except the multi-stream XREADGROUP.
+
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
+use redis::{RedisResult, Value};
+use shared::event::{FIELD_EVENT, FIELD_POSITION};
+
+/// One entry as read from a stream, before decoding.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub stream: String,
+    pub id: String,
+    pub payload: Option<Vec<u8>>,
+    pub position: Option<Vec<u8>>,
+}
+
+impl Entry {
+    fn from_stream_id(stream: &str, entry: StreamId) -> Self {
+        let bytes = |field: &str| match entry.map.get(field) {
+            Some(Value::BulkString(b)) => Some(b.clone()),
+            Some(Value::SimpleString(s)) => Some(s.clone().into_bytes()),
+            _ => None,
+        };
+        Self {
+            stream: stream.to_string(),
+            payload: bytes(FIELD_EVENT),
+            position: bytes(FIELD_POSITION),
+            id: entry.id,
+        }
+    }
+}
+
+/// Who this consumer is in which group.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub group: String,
+    pub name: String,
+}
+
+/// Whether Redis answered that the group (or its stream) is gone, as after a
+/// restart without persistence or a FLUSHALL.
+pub fn is_nogroup(err: &redis::RedisError) -> bool {
+    err.code() == Some("NOGROUP")
+}
+
+/// Creates the group on `stream` (and the stream) if missing. Reading from `0`
+/// means entries written before the group existed are not skipped.
+pub async fn ensure_group(conn: &mut ConnectionManager, member: &Member, stream: &str) -> RedisResult<()> {
+    let created: RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(&member.group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match created {
+        Err(err) if err.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}
+
+/// Reads up to `count` new entries across `streams`, blocking up to `block_ms`.
+pub async fn read_new(
+    conn: &mut ConnectionManager,
+    member: &Member,
+    streams: &[String],
+    count: usize,
+    block_ms: u64,
+) -> RedisResult<Vec<Entry>> {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(&member.group)
+        .arg(&member.name)
+        .arg("COUNT")
+        .arg(count)
+        .arg("BLOCK")
+        .arg(block_ms)
+        .arg("STREAMS");
+    cmd.arg(streams);
+    for _ in streams {
+        cmd.arg(">");
+    }
+    let reply: Option<StreamReadReply> = cmd.query_async(conn).await?;
+    Ok(reply
+        .map(|r| {
+            r.keys
+                .into_iter()
+                .flat_map(|k| k.ids.into_iter().map(move |id| Entry::from_stream_id(&k.key, id)))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Takes over entries of `stream` idle for `min_idle_ms` or more, whoever holds
+/// them (XAUTOCLAIM, cursor followed to the end or until `count`). Returns the
+/// entries and how many ids Redis reported deleted (dropped from the PEL by Redis).
+pub async fn autoclaim(
+    conn: &mut ConnectionManager,
+    member: &Member,
+    stream: &str,
+    min_idle_ms: u64,
+    count: usize,
+) -> RedisResult<(Vec<Entry>, usize)> {
+    let mut cursor = "0-0".to_string();
+    let mut entries = Vec::new();
+    let mut deleted = 0;
+    loop {
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(stream)
+            .arg(&member.group)
+            .arg(&member.name)
+            .arg(min_idle_ms)
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(count.saturating_sub(entries.len()).max(1))
+            .query_async(conn)
+            .await?;
+        deleted += reply.deleted_ids.len();
+        entries.extend(reply.claimed.into_iter().map(|id| Entry::from_stream_id(stream, id)));
+        cursor = reply.next_stream_id;
+        if cursor == "0-0" || entries.len() >= count {
+            return Ok((entries, deleted));
+        }
+    }
+}
+
+/// This member's own pending entries of `stream` (left by an earlier run under
+/// the same name), claimed back with their data.
+pub async fn own_pending(
+    conn: &mut ConnectionManager,
+    member: &Member,
+    stream: &str,
+    count: usize,
+) -> RedisResult<Vec<Entry>> {
+    let pending: StreamPendingCountReply = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(&member.group)
+        .arg("-")
+        .arg("+")
+        .arg(count)
+        .arg(&member.name)
+        .query_async(conn)
+        .await?;
+    if pending.ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = pending.ids.iter().map(|p| p.id.as_str()).collect();
+    let claimed: redis::streams::StreamClaimReply = redis::cmd("XCLAIM")
+        .arg(stream)
+        .arg(&member.group)
+        .arg(&member.name)
+        .arg(0)
+        .arg(&ids)
+        .query_async(conn)
+        .await?;
+    Ok(claimed
+        .ids
+        .into_iter()
+        .map(|id| Entry::from_stream_id(stream, id))
+        .collect())
+}
+
+/// How many times each of `ids` (pending with this member) was delivered.
+pub async fn delivery_counts(
+    conn: &mut ConnectionManager,
+    member: &Member,
+    stream: &str,
+    ids: &[&str],
+) -> RedisResult<Vec<(String, usize)>> {
+    let (Some(first), Some(last)) = (
+        ids.iter().min_by(|a, b| cmp_ids(a, b)),
+        ids.iter().max_by(|a, b| cmp_ids(a, b)),
+    ) else {
+        return Ok(Vec::new());
+    };
+    let pending: StreamPendingCountReply = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(&member.group)
+        .arg(*first)
+        .arg(*last)
+        .arg(ids.len() * 2 + 16)
+        .arg(&member.name)
+        .query_async(conn)
+        .await?;
+    Ok(pending.ids.into_iter().map(|p| (p.id, p.times_delivered)).collect())
+}
+
+/// Orders stream ids (`ms-seq`) numerically.
+pub fn cmp_ids(a: &str, b: &str) -> std::cmp::Ordering {
+    let parse = |id: &str| {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (ms.parse::<u64>().unwrap_or(0), seq.parse::<u64>().unwrap_or(0))
+    };
+    parse(a).cmp(&parse(b))
+}
+
+/// Resets the idle time of entries this member is still working on (XCLAIM
+/// JUSTID does not count a delivery), so that a live member retrying through a
+/// MySQL outage is not mistaken for a dead one.
+pub async fn keep_alive(conn: &mut ConnectionManager, member: &Member, stream: &str, ids: &[&str]) -> RedisResult<()> {
+    let _: Value = redis::cmd("XCLAIM")
+        .arg(stream)
+        .arg(&member.group)
+        .arg(&member.name)
+        .arg(0)
+        .arg(ids)
+        .arg("JUSTID")
+        .query_async(conn)
+        .await?;
+    Ok(())
+}
+
+/// Acknowledges `ids` of `stream`.
+pub async fn ack(conn: &mut ConnectionManager, member: &Member, stream: &str, ids: &[&str]) -> RedisResult<()> {
+    let _: i64 = redis::cmd("XACK")
+        .arg(stream)
+        .arg(&member.group)
+        .arg(ids)
+        .query_async(conn)
+        .await?;
+    Ok(())
+}
+
+/// The stream's length and its pending count in our group, and trims entries
+/// every member of the group is done with: below the oldest pending entry and
+/// below the group's last delivered id, so nothing pending or unread goes.
+pub async fn trim(conn: &mut ConnectionManager, member: &Member, stream: &str) -> RedisResult<(u64, u64)> {
+    let groups: redis::streams::StreamInfoGroupsReply =
+        redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(conn).await?;
+    let Some(group) = groups.groups.into_iter().find(|g| g.name == member.group) else {
+        return Ok((0, 0));
+    };
+    let summary: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(&member.group)
+        .query_async(conn)
+        .await?;
+    let oldest_pending = match &summary {
+        redis::streams::StreamPendingReply::Data(data) => Some(data.start_id.clone()),
+        _ => None,
+    };
+    let min_id = match oldest_pending {
+        Some(pending) if cmp_ids(&pending, &group.last_delivered_id).is_lt() => pending,
+        _ => group.last_delivered_id.clone(),
+    };
+    let (_, len): (i64, u64) = redis::pipe()
+        .cmd("XTRIM")
+        .arg(stream)
+        .arg("MINID")
+        .arg(&min_id)
+        .cmd("XLEN")
+        .arg(stream)
+        .query_async(conn)
+        .await?;
+    Ok((len, group.pending as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cmp_ids;
+    use std::cmp::Ordering;
+
+    #[test]
+    fn stream_ids_compare_as_numbers_not_text() {
+        assert_eq!(cmp_ids("9-0", "10-0"), Ordering::Less);
+        assert_eq!(cmp_ids("10-2", "10-10"), Ordering::Less);
+        assert_eq!(cmp_ids("10-2", "10-2"), Ordering::Equal);
+    }
+}

@@ -1,0 +1,33 @@
+-- The whole first-come-first-served decision, atomic in Redis.
+--
+-- KEYS[1]  coupon:{id}:issued  SET of accepted user ids
+-- KEYS[2]  coupon:{id}:events  STREAM the consumers read
+-- KEYS[3]  coupon:{id}:meta    HASH with total_quantity; absent = state lost
+-- ARGV[1]  user id
+-- ARGV[2]  the MessagePack issue event
+--
+-- Returns {code, n}:
+--   {1, position}  accepted: added to the set and the event appended
+--   {2, 0}         already issued to this user
+--   {3, issued}    sold out
+--   {0, 0}         the coupon's Redis state is missing and must be rebuilt
+--                  from MySQL before anything is accepted (guarantee 4)
+--
+-- The duplicate check comes before the quantity check so a user who already
+-- has the coupon is told so even once it is sold out. SADD is the first write,
+-- so a refused script (OOM, wrong type) changes nothing.
+
+local total = redis.call('HGET', KEYS[3], 'total_quantity')
+if not total then
+  return {0, 0}
+end
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then
+  return {2, 0}
+end
+local issued = redis.call('SCARD', KEYS[1])
+if issued >= tonumber(total) then
+  return {3, issued}
+end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[2], '*', 'ev', ARGV[2], 'pos', issued + 1)
+return {1, issued + 1}

@@ -1,0 +1,80 @@
+//! Configuration both binaries share, read from the environment or flags (clap),
+//! with the contract's variable names and defaults.
+
+use clap::Args;
+use std::time::Duration;
+
+/// Where Redis is and how long to wait for it.
+#[derive(Args, Clone, Debug)]
+pub struct RedisConfig {
+    /// The Redis server (standalone).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// How long a Redis command may take before the caller gives up (ms).
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 1000)]
+    pub redis_timeout_ms: u64,
+}
+
+impl RedisConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+}
+
+/// Where MySQL is and how many connections this instance may hold.
+#[derive(Args, Clone, Debug)]
+pub struct DatabaseConfig {
+    /// MySQL 8 or MariaDB 10.6+; the database is created if missing.
+    #[arg(long, env = "DATABASE_URL", default_value = "mysql://root@127.0.0.1:3306/coupon")]
+    pub database_url: String,
+    /// Connections in this instance's pool; keep pool × instances below MySQL's
+    /// `max_connections` (151 by default).
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
+    pub database_max_connections: u32,
+}
+
+/// OpenTelemetry export, with the variable names the OpenTelemetry spec defines.
+#[derive(Args, Clone, Debug)]
+pub struct TelemetryConfig {
+    /// OTLP collector (for example Jaeger); unset means no trace export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", default_value = "grpc")]
+    pub otel_exporter_otlp_protocol: String,
+    /// The service name on spans; defaults to the binary's name.
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub otel_service_name: Option<String>,
+}
+
+/// A URL with its password replaced, for the start-up log line.
+pub fn mask_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_url;
+
+    #[test]
+    fn passwords_never_reach_the_log() {
+        assert_eq!(
+            mask_url("mysql://root:s3cret@db:3306/coupon"),
+            "mysql://root:***@db:3306/coupon"
+        );
+        assert_eq!(mask_url("redis://:pw@127.0.0.1:6379"), "redis://:***@127.0.0.1:6379");
+        assert_eq!(
+            mask_url("mysql://root@127.0.0.1/coupon"),
+            "mysql://root@127.0.0.1/coupon"
+        );
+    }
+}

@@ -1,0 +1,84 @@
+//! MySQL connection pool, database creation and migrations, used by both binaries
+//! at start so that a fresh MySQL or MariaDB needs no manual step.
+
+use crate::config::DatabaseConfig;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::{ConnectOptions, Connection};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Why the database could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum DbSetupError {
+    #[error("DATABASE_URL must name a database made of letters, digits, `_` or `$`")]
+    DatabaseName,
+    #[error("MySQL: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("migrating: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The migrations in `migrations/`, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Creates the database if it is missing, applies pending migrations (sqlx holds a
+/// MySQL `GET_LOCK` meanwhile, so instances starting together are safe) and returns
+/// a pool. Waits up to `wait` for MySQL to come up.
+pub async fn connect_and_migrate(config: &DatabaseConfig, wait: Duration) -> Result<MySqlPool, DbSetupError> {
+    let options = MySqlConnectOptions::from_str(&config.database_url)?;
+    let name = options.get_database().unwrap_or("coupon").to_string();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$') {
+        return Err(DbSetupError::DatabaseName);
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match create_database(&options, &name).await {
+            Ok(()) => break,
+            Err(err) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%err, "MySQL is not reachable yet, retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    let pool = pool_options(config).connect_with(options.database(&name)).await?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// Applies pending migrations under our own named lock. sqlx takes one too, with
+/// `GET_LOCK(.., -1)`, but MariaDB reads a negative timeout as "do not wait", so
+/// two instances starting together would both apply the same migration.
+async fn migrate(pool: &MySqlPool) -> Result<(), DbSetupError> {
+    let mut conn = pool.acquire().await?;
+    let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK('coupon_rush_migrations', 60)")
+        .fetch_one(&mut *conn)
+        .await?;
+    if locked != Some(1) {
+        return Err(DbSetupError::Sql(sqlx::Error::Protocol(
+            "timed out waiting for the migration lock".into(),
+        )));
+    }
+    let result = MIGRATOR.run(&mut *conn).await;
+    sqlx::query("SELECT RELEASE_LOCK('coupon_rush_migrations')")
+        .execute(&mut *conn)
+        .await?;
+    Ok(result?)
+}
+
+/// The pool settings: short acquire timeouts so that an outage turns into errors
+/// callers can back off from, not hung tasks.
+fn pool_options(config: &DatabaseConfig) -> MySqlPoolOptions {
+    MySqlPoolOptions::new()
+        .max_connections(config.database_max_connections)
+        .acquire_timeout(Duration::from_secs(3))
+}
+
+async fn create_database(options: &MySqlConnectOptions, name: &str) -> Result<(), DbSetupError> {
+    // `information_schema` exists on every server and every user may open it.
+    let mut conn = options.clone().database("information_schema").connect().await?;
+    let sql = format!("CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
+}

@@ -1,0 +1,29 @@
+//! What `coupon-api` and `coupon-consumer` both need, and nothing else.
+//!
+//! # Layout
+//! - [`ids`]: `CouponId` and `UserId`, parsed, never out of range.
+//! - [`coupon`]: the coupon's metadata and its issue period.
+//! - [`keys`]: every Redis key name, with the per-coupon hash tag.
+//! - [`event`]: the issue event carried by the stream (MessagePack).
+//! - [`config`]: configuration shared by both binaries (env + flags).
+//! - [`db`]: MySQL pool, database creation and migrations.
+//! - [`redis_conn`]: Redis connections with bounded timeouts.
+//! - [`telemetry`]: logs, OpenTelemetry export and trace-context propagation.
+//! - [`metrics`]: the Prometheus recorder and the metric names.
+//! - [`shutdown`]: the SIGTERM / Ctrl-C signal.
+
+pub mod config;
+pub mod coupon;
+pub mod db;
+pub mod event;
+pub mod ids;
+pub mod keys;
+pub mod metrics;
+pub mod redis_conn;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use coupon::{Coupon, Period};
+pub use event::IssueEvent;
+pub use ids::{CouponId, UserId};
+pub use keys::CouponKeys;

@@ -1,0 +1,61 @@
+//! The Prometheus recorder both binaries install, and the names of the metrics
+//! they record, so a dashboard has one list to read.
+
+pub use metrics_exporter_prometheus::PrometheusHandle;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use std::sync::OnceLock;
+
+/// Issue decisions, labelled `outcome`.
+pub const ISSUE_DECISIONS: &str = "coupon_issue_decisions_total";
+/// HTTP request latency, labelled `method`, `route`, `status`.
+pub const HTTP_REQUEST_DURATION: &str = "coupon_http_request_duration_seconds";
+/// Latency of the issue Lua script call.
+pub const SCRIPT_DURATION: &str = "coupon_issue_script_duration_seconds";
+/// Redis errors, labelled `op`.
+pub const REDIS_ERRORS: &str = "coupon_redis_errors_total";
+/// MySQL errors, labelled `op`.
+pub const MYSQL_ERRORS: &str = "coupon_mysql_errors_total";
+/// Rebuilds of a coupon's Redis state from MySQL.
+pub const STATE_REBUILDS: &str = "coupon_state_rebuilds_total";
+/// Events the consumer handled, labelled `result` (inserted, duplicate, dead_lettered).
+pub const EVENTS_PROCESSED: &str = "coupon_consumer_events_total";
+/// Entries per batch the consumer read.
+pub const BATCH_SIZE: &str = "coupon_consumer_batch_size";
+/// Latency of one MySQL batch transaction.
+pub const MYSQL_WRITE_DURATION: &str = "coupon_consumer_mysql_write_duration_seconds";
+/// Entries in a coupon's stream, labelled `coupon`.
+pub const STREAM_LENGTH: &str = "coupon_stream_length";
+/// Entries delivered but not acked in a coupon's stream, labelled `coupon`.
+pub const STREAM_PENDING: &str = "coupon_stream_pending";
+/// Entries moved to a dead-letter stream, labelled `reason`.
+pub const DEAD_LETTERS: &str = "coupon_dead_letters_total";
+/// Entries reclaimed from other consumers with XAUTOCLAIM.
+pub const RECLAIMED: &str = "coupon_consumer_reclaimed_total";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global recorder once (later calls, as in tests that start several
+/// apps in one process, share it) and returns the handle that renders it.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), SIZE_BUCKETS));
+            let recorder = match builder {
+                Ok(builder) => builder.build_recorder(),
+                // Only an empty bucket list fails, and ours are constants.
+                Err(_) => PrometheusBuilder::new().build_recorder(),
+            };
+            let handle = recorder.handle();
+            // Another recorder may already be set (a test harness): keep rendering ours.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}

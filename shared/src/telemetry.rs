@@ -1,0 +1,113 @@
+//! Logs and traces: a `tracing` subscriber that writes logs to stderr and, when an
+//! OTLP endpoint is configured, exports spans through OpenTelemetry. Also the W3C
+//! trace-context helpers that carry a trace through a stream event.
+
+use crate::config::TelemetryConfig;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use std::collections::HashMap;
+use std::time::Duration;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+/// Why telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("unsupported OTEL_EXPORTER_OTLP_PROTOCOL `{0}` (use grpc or http/protobuf)")]
+    Protocol(String),
+    #[error("building the OTLP exporter: {0}")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error("a global tracing subscriber is already set: {0}")]
+    Subscriber(#[from] tracing_subscriber::util::TryInitError),
+}
+
+/// Keeps the tracer provider alive; [`Telemetry::shutdown`] flushes pending spans.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Installs the global subscriber. Must run inside the tokio runtime (the
+    /// gRPC exporter and the batch processor need it).
+    pub fn init(config: &TelemetryConfig, default_service: &str) -> Result<Self, TelemetryError> {
+        let provider = match &config.otel_exporter_otlp_endpoint {
+            Some(endpoint) if !endpoint.is_empty() => Some(provider(config, endpoint, default_service)?),
+            _ => None,
+        };
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let otel = provider
+            .as_ref()
+            .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("coupon-rush")));
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(otel)
+            .try_init()?;
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        Ok(Self { provider })
+    }
+
+    /// Whether spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Flushes and stops the exporter. Blocking, so it runs off the async workers.
+    pub async fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            let result =
+                tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(Duration::from_secs(5))).await;
+            if let Ok(Err(err)) = result {
+                tracing::warn!(%err, "flushing spans at shutdown failed");
+            }
+        }
+    }
+}
+
+fn provider(
+    config: &TelemetryConfig,
+    endpoint: &str,
+    default_service: &str,
+) -> Result<SdkTracerProvider, TelemetryError> {
+    let timeout = Duration::from_secs(3);
+    let exporter = match config.otel_exporter_otlp_protocol.as_str() {
+        "grpc" => SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_timeout(timeout)
+            .build()?,
+        "http/protobuf" => SpanExporter::builder()
+            .with_http()
+            // The spec's base endpoint gets the signal path appended.
+            .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+            .with_timeout(timeout)
+            .build()?,
+        other => return Err(TelemetryError::Protocol(other.to_string())),
+    };
+    let service = config
+        .otel_service_name
+        .clone()
+        .unwrap_or_else(|| default_service.to_string());
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name(service).build())
+        .build())
+}
+
+/// The W3C trace context of `span`, to travel inside an event.
+pub fn inject_context(span: &tracing::Span) -> HashMap<String, String> {
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+    carrier
+}
+
+/// The remote parent carried by an event, to hang the consumer's span under it.
+pub fn extract_context(carrier: &HashMap<String, String>) -> opentelemetry::Context {
+    TraceContextPropagator::new().extract(carrier)
+}
