@@ -1,4 +1,4 @@
-//! A coupon's Redis state (metadata hash, issued set, registry entry): publishing
+//! A coupon's Redis state (metadata hash, issued set): publishing
 //! it when a coupon is created and rebuilding it from MySQL when Redis lost it.
 //!
 //! The script refuses everything while the metadata hash is missing, and the
@@ -10,7 +10,6 @@ use crate::store;
 use chrono::{DateTime, TimeZone, Utc};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
-use shared::keys::ACTIVE_COUPONS;
 use shared::{Coupon, CouponId, CouponKeys};
 use sqlx::MySqlPool;
 use std::collections::HashMap;
@@ -97,7 +96,6 @@ async fn refill(
                 ("issue_end_ms", coupon.issue_end.timestamp_millis().to_string()),
             ],
         )
-        .sadd(ACTIVE_COUPONS, coupon.id.get())
         .query_async(redis)
         .await?;
     metrics::counter!(shared::metrics::STATE_REBUILDS).increment(1);

@@ -47,12 +47,16 @@ async fn operate(config: &consumer::ConsumerConfig, command: Command) -> anyhow:
         .context("connecting to Redis")?;
     match command {
         Command::ListDeadLetters { coupon } => {
-            let coupons: Vec<i64> = match coupon {
-                Some(id) => vec![id],
-                None => redis::AsyncCommands::smembers(&mut conn, shared::keys::ACTIVE_COUPONS).await?,
+            let coupons = match coupon {
+                Some(id) => vec![CouponId::new(id).context("coupon id")?],
+                None => {
+                    let db = shared::db::connect_and_migrate(&config.database, std::time::Duration::from_secs(10))
+                        .await
+                        .context("connecting to MySQL")?;
+                    consumer::store::active_coupons(&db).await?
+                }
             };
             for id in coupons {
-                let id = CouponId::new(id).context("coupon id")?;
                 for letter in dead_letter::list(&mut conn, id).await? {
                     println!("{}", serde_json::to_string(&letter)?);
                 }

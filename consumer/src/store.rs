@@ -8,6 +8,21 @@ use shared::{CouponId, IssueEvent};
 use sqlx::{MySqlPool, QueryBuilder};
 use std::collections::HashSet;
 
+/// How long after its issue period a coupon's stream is still read: entries
+/// accepted just before the end may still be pending.
+const READ_AFTER_END_HOURS: i64 = 24;
+
+/// The coupons whose streams consumers read: those whose issue period ended less
+/// than [`READ_AFTER_END_HOURS`] ago (or not at all).
+pub async fn active_coupons(db: &MySqlPool) -> Result<Vec<CouponId>, sqlx::Error> {
+    let cutoff = Utc::now() - chrono::Duration::hours(READ_AFTER_END_HOURS);
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM coupons WHERE issue_end > ? ORDER BY id")
+        .bind(cutoff)
+        .fetch_all(db)
+        .await?;
+    Ok(ids.into_iter().filter_map(|id| CouponId::new(id).ok()).collect())
+}
+
 /// Why an event can never be written; it goes to the dead-letter stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {

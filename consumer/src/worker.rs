@@ -12,8 +12,6 @@ use crate::dead_letter;
 use crate::store::{self, Written};
 use crate::streams::{self, Entry, Member};
 use redis::aio::ConnectionManager;
-use redis::AsyncCommands;
-use shared::keys::ACTIVE_COUPONS;
 use shared::{CouponId, CouponKeys, IssueEvent};
 use sqlx::MySqlPool;
 use std::collections::BTreeMap;
@@ -103,10 +101,11 @@ impl Worker {
         }
     }
 
-    /// Re-reads the active coupons and makes sure the group exists on each stream.
-    pub async fn refresh_streams(&mut self) -> redis::RedisResult<()> {
-        let active: Vec<i64> = self.conn.smembers(ACTIVE_COUPONS).await?;
-        for id in active.into_iter().filter_map(|id| CouponId::new(id).ok()) {
+    /// Re-reads the active coupons (from MySQL, which survives a Redis data loss)
+    /// and makes sure the group exists on each one's stream.
+    pub async fn refresh_streams(&mut self) -> Result<(), WorkerError> {
+        let active = store::active_coupons(&self.db).await?;
+        for id in active {
             let stream = CouponKeys::new(id).events;
             if !self.streams.contains(&stream) {
                 streams::ensure_group(&mut self.conn, &self.member, &stream).await?;
@@ -144,7 +143,11 @@ impl Worker {
     pub async fn fetch(&mut self) -> Result<Batch, WorkerError> {
         let now = Instant::now();
         if now >= self.next_refresh {
-            self.refresh_streams().await?;
+            // Keep reading the streams we know while MySQL is away.
+            if let Err(err) = self.refresh_streams().await {
+                tracing::warn!(%err, "refreshing the list of active coupons failed");
+                self.next_refresh = now + self.settings.refresh;
+            }
         }
         if now >= self.next_trim {
             self.trim_all().await?;

@@ -5,10 +5,6 @@
 
 use crate::ids::CouponId;
 
-/// The set of coupon ids whose streams consumers read. Global (not per-slot): it
-/// is only ever touched by single-key commands.
-pub const ACTIVE_COUPONS: &str = "coupons:active";
-
 /// The keys of one coupon.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CouponKeys {

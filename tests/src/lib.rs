@@ -1,1 +1,30 @@
+//! Test harness for coupon-rush's integration tests: every test gets its own
+//! MySQL database (random coupon ids, so tests sharing a Redis never meet) and
+//! talks to real Redis and MariaDB servers. Nothing is mocked.
+//!
+//! # Layout
+//! - [`spawn`]: the API and consumers, in-process, on free ports.
+//! - [`client`]: a small HTTP client for the contract's endpoints.
+//! - [`servers`]: private `redis-server` / `mariadbd` processes for fault tests.
+//! - [`wait`]: polling for a condition with a deadline (never a bare sleep).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed test helper should panic
 
+pub mod client;
+pub mod servers;
+pub mod spawn;
+pub mod wait;
+
+/// The shared services this machine runs; override with the usual variables.
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A MySQL server URL without a database.
+pub fn mysql_server_url() -> String {
+    std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+/// A fresh, unique database name for one test.
+pub fn unique_database() -> String {
+    format!("cr_test_{:016x}", rand::random::<u64>())
+}

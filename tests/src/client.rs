@@ -1,0 +1,68 @@
+//! A thin HTTP client for the contract's endpoints, returning status and JSON.
+
+use serde_json::{json, Value};
+
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub http: reqwest::Client,
+    admin_token: Option<String>,
+}
+
+/// A status code and the JSON body (`Null` when the body is not JSON).
+pub type Answer = (u16, Value);
+
+impl Client {
+    pub fn new(base: String, admin_token: Option<String>) -> Self {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+        Self { base, http, admin_token }
+    }
+
+    async fn answer(response: reqwest::Response) -> Answer {
+        let status = response.status().as_u16();
+        let body = response.bytes().await.unwrap_or_default();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// Creates a coupon open from a minute ago for an hour; returns its id.
+    pub async fn create_open_coupon(&self, quantity: i64) -> i64 {
+        let now = chrono::Utc::now();
+        let (status, body) = self
+            .create_coupon(json!({
+                "name": "flash sale",
+                "total_quantity": quantity,
+                "issue_start": (now - chrono::Duration::minutes(1)).to_rfc3339(),
+                "issue_end": (now + chrono::Duration::hours(1)).to_rfc3339(),
+            }))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_i64().unwrap()
+    }
+
+    pub async fn create_coupon(&self, body: Value) -> Answer {
+        let mut request = self.http.post(format!("{}/coupons", self.base)).json(&body);
+        if let Some(token) = &self.admin_token {
+            request = request.bearer_auth(token);
+        }
+        Self::answer(request.send().await.unwrap()).await
+    }
+
+    pub async fn issue(&self, coupon: i64, user: i64) -> Answer {
+        let url = format!("{}/coupons/{coupon}/issue", self.base);
+        Self::answer(self.http.post(url).json(&json!({ "user_id": user })).send().await.unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        Self::answer(self.http.get(format!("{}{path}", self.base)).send().await.unwrap()).await
+    }
+
+    /// A raw request, for bad-input tests.
+    pub async fn raw(&self, method: &str, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).body(body);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        Self::answer(request.send().await.unwrap()).await
+    }
+}

@@ -1,0 +1,1 @@
+//! Private servers for fault tests (filled in with the fault tests).

@@ -1,0 +1,159 @@
+//! Starting the API and consumers in-process for a test, against real servers.
+
+use crate::client::Client;
+use shared::config::{DatabaseConfig, RedisConfig, TelemetryConfig};
+use sqlx::MySqlPool;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// Where one test's data lives.
+#[derive(Clone, Debug)]
+pub struct Env {
+    pub redis_url: String,
+    pub database_url: String,
+}
+
+impl Env {
+    /// The shared Redis and a new database on the shared MariaDB.
+    pub fn shared() -> Self {
+        Self::on(&crate::redis_url(), &crate::mysql_server_url())
+    }
+
+    /// A new database on `mysql_server`, with Redis at `redis_url`.
+    pub fn on(redis_url: &str, mysql_server: &str) -> Self {
+        Self { redis_url: redis_url.into(), database_url: format!("{mysql_server}/{}", crate::unique_database()) }
+    }
+
+    pub fn redis_config(&self) -> RedisConfig {
+        RedisConfig { redis_url: self.redis_url.clone(), redis_timeout_ms: 1000 }
+    }
+
+    pub fn database_config(&self) -> DatabaseConfig {
+        DatabaseConfig { database_url: self.database_url.clone(), database_max_connections: 8 }
+    }
+
+    pub async fn db(&self) -> MySqlPool {
+        MySqlPool::connect(&self.database_url).await.expect("connecting to the test database")
+    }
+
+    pub async fn redis(&self) -> redis::aio::ConnectionManager {
+        let client = redis::Client::open(self.redis_url.as_str()).unwrap();
+        redis::aio::ConnectionManager::new(client).await.expect("connecting to the test Redis")
+    }
+
+    /// Drops the test's database (best effort).
+    pub async fn cleanup(&self) {
+        let name = self.database_url.rsplit('/').next().unwrap_or_default().to_string();
+        if let Ok(pool) = MySqlPool::connect(&crate::mysql_server_url()).await {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{name}`"))).execute(&pool).await;
+        }
+    }
+}
+
+fn no_telemetry() -> TelemetryConfig {
+    TelemetryConfig { otel_exporter_otlp_endpoint: None, otel_exporter_otlp_protocol: "grpc".into(), otel_service_name: None }
+}
+
+/// A running API.
+pub struct TestApp {
+    pub client: Client,
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestApp {
+    /// Stops accepting and waits for in-flight requests, as on SIGTERM.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.handle.await;
+    }
+}
+
+/// Builds an API config for `env`; `admin_token: None` disables admin endpoints.
+pub fn api_config(env: &Env, admin_token: Option<&str>) -> api::ApiConfig {
+    api::ApiConfig {
+        listen_addr: "127.0.0.1:0".into(),
+        admin_token: admin_token.map(String::from),
+        request_timeout_ms: 3000,
+        redis: env.redis_config(),
+        database: env.database_config(),
+        telemetry: no_telemetry(),
+    }
+}
+
+/// Starts an API with the admin token set. The first start also moves the
+/// coupon ids of the test's database to a random range, so that tests sharing
+/// one Redis never touch each other's keys.
+pub async fn spawn_app(env: &Env) -> TestApp {
+    spawn_app_with(api_config(env, Some(ADMIN_TOKEN))).await
+}
+
+pub async fn spawn_app_with(config: api::ApiConfig) -> TestApp {
+    let app = api::Application::build(&config).await.expect("building the API");
+    let addr = app.local_addr().unwrap();
+    let pool = MySqlPool::connect(&config.database.database_url).await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupons").fetch_one(&pool).await.unwrap();
+    if count == 0 {
+        let start = rand::random_range(1_000_000_000i64..4_000_000_000_000_000_000);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ALTER TABLE coupons AUTO_INCREMENT = {start}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let (stop, mut rx) = watch::channel(false);
+    let handle = tokio::spawn(app.run_until(async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    TestApp { client: Client::new(format!("http://{addr}"), config.admin_token.clone()), stop, handle }
+}
+
+/// Consumer settings for tests: small batches, short block and claim times.
+pub fn consumer_config(env: &Env, name: &str) -> consumer::ConsumerConfig {
+    consumer::ConsumerConfig {
+        consumer_group: "coupon-issuers".into(),
+        consumer_name: Some(name.into()),
+        metrics_addr: "127.0.0.1:0".into(),
+        batch_size: 64,
+        block_ms: 200,
+        claim_idle_ms: 1500,
+        max_deliveries: 5,
+        refresh_ms: 200,
+        redis: env.redis_config(),
+        database: env.database_config(),
+        telemetry: no_telemetry(),
+    }
+}
+
+/// A running in-process consumer.
+pub struct TestConsumer {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+impl TestConsumer {
+    /// Stops it as SIGTERM would, and waits until it has.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(Duration::from_secs(15), self.handle).await.expect("consumer stops").unwrap();
+    }
+
+    pub fn is_running(&self) -> bool {
+        !self.handle.is_finished()
+    }
+}
+
+pub async fn spawn_consumer(env: &Env, name: &str) -> TestConsumer {
+    spawn_consumer_with(consumer_config(env, name)).await
+}
+
+pub async fn spawn_consumer_with(config: consumer::ConsumerConfig) -> TestConsumer {
+    let worker = consumer::build(&config).await.expect("building the consumer");
+    let (stop, mut rx) = watch::channel(false);
+    let handle = tokio::spawn(worker.run(async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    TestConsumer { stop, handle }
+}

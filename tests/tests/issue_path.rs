@@ -1,0 +1,204 @@
+//! The issuance path end to end (issue #2): HTTP → Lua → stream → consumer
+//! group → MySQL, against the real Redis and MariaDB of this machine.
+
+use futures::stream::{self, StreamExt};
+use integration_tests::spawn::{self, Env};
+use integration_tests::wait;
+use redis::AsyncCommands;
+use serde_json::json;
+use shared::{CouponId, CouponKeys};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+fn keys(coupon: i64) -> CouponKeys {
+    CouponKeys::new(CouponId::new(coupon).unwrap())
+}
+
+async fn mysql_users(env: &Env, coupon: i64) -> HashSet<i64> {
+    let db = env.db().await;
+    let users: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM coupon_issues WHERE coupon_id = ?")
+        .bind(coupon)
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    users.into_iter().collect()
+}
+
+async fn issued_quantity(env: &Env, coupon: i64) -> i64 {
+    sqlx::query_scalar("SELECT issued_quantity FROM coupons WHERE id = ?")
+        .bind(coupon)
+        .fetch_one(&env.db().await)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_concurrent_flash_sale_accepts_exactly_the_quantity_and_mysql_ends_equal() {
+    let env = Env::shared();
+    let app = spawn::spawn_app(&env).await;
+    let consumers = [spawn::spawn_consumer(&env, "c1").await, spawn::spawn_consumer(&env, "c2").await];
+    let quantity = 100;
+    let coupon = app.client.create_open_coupon(quantity).await;
+
+    // 1,000 users, each asking three times, 256 requests in flight at once.
+    let requests: Vec<i64> = (0..3).flat_map(|_| 1..=1000i64).collect();
+    let answers: Vec<(i64, (u16, serde_json::Value))> = stream::iter(requests)
+        .map(|user| {
+            let client = app.client.clone();
+            async move { (user, client.issue(coupon, user).await) }
+        })
+        .buffer_unordered(256)
+        .collect()
+        .await;
+
+    let accepted: Vec<(i64, i64)> = answers
+        .iter()
+        .filter(|(_, (status, _))| *status == 202)
+        .map(|(user, (_, body))| (*user, body["position"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(accepted.len() as i64, quantity, "exactly total_quantity requests are accepted");
+    let accepted_users: HashSet<i64> = accepted.iter().map(|(u, _)| *u).collect();
+    assert_eq!(accepted_users.len() as i64, quantity, "nobody is accepted twice");
+    let positions: HashSet<i64> = accepted.iter().map(|(_, p)| *p).collect();
+    assert_eq!(positions, (1..=quantity).collect(), "positions are 1..N, each once");
+    let mut codes: HashMap<String, usize> = HashMap::new();
+    for (user, (status, body)) in &answers {
+        if *status != 202 {
+            assert_eq!(*status, 409, "{body}");
+            let code = body["error"].as_str().unwrap().to_string();
+            if code == "already_issued" {
+                assert!(accepted_users.contains(user), "only accepted users hear already_issued");
+            }
+            *codes.entry(code).or_default() += 1;
+        }
+    }
+    assert_eq!(codes.get("already_issued"), Some(&(2 * quantity as usize)));
+    assert_eq!(codes.values().sum::<usize>(), 3000 - quantity as usize);
+
+    let (_, view) = app.client.get(&format!("/coupons/{coupon}")).await;
+    assert_eq!((view["issued_quantity"].as_i64(), view["remaining"].as_i64()), (Some(quantity), Some(0)));
+
+    wait::until(Duration::from_secs(30), "the consumers to write every accepted user", || async {
+        (mysql_users(&env, coupon).await.len() as i64 == quantity).then_some(())
+    })
+    .await;
+    assert_eq!(mysql_users(&env, coupon).await, accepted_users, "MySQL holds exactly the accepted users");
+    assert_eq!(issued_quantity(&env, coupon).await, quantity);
+    let some_user = *accepted_users.iter().next().unwrap();
+    let (status, body) = app.client.get(&format!("/coupons/{coupon}/issues/{some_user}")).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("issued")), "{body}");
+    assert!(body["issued_at"].as_str().is_some());
+
+    for consumer in consumers {
+        assert!(consumer.is_running());
+        consumer.stop().await;
+    }
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn requests_outside_the_issue_period_or_for_unknown_coupons_are_refused_without_a_trace() {
+    let env = Env::shared();
+    let app = spawn::spawn_app(&env).await;
+    let now = chrono::Utc::now();
+    let window = |from: i64, to: i64| {
+        json!({"name": "later", "total_quantity": 5,
+            "issue_start": (now + chrono::Duration::minutes(from)).to_rfc3339(),
+            "issue_end": (now + chrono::Duration::minutes(to)).to_rfc3339()})
+    };
+    let (_, future) = app.client.create_coupon(window(60, 120)).await;
+    let (_, past) = app.client.create_coupon(window(-120, -60)).await;
+    let (future, past) = (future["id"].as_i64().unwrap(), past["id"].as_i64().unwrap());
+
+    let (status, body) = app.client.issue(future, 1).await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("issue_period_not_started")));
+    let (status, body) = app.client.issue(past, 1).await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("issue_period_ended")));
+    let unknown = future + 1_000_000;
+    for _ in 0..3 {
+        let (status, body) = app.client.issue(unknown, 1).await;
+        assert_eq!((status, body["error"].as_str()), (404, Some("coupon_not_found")));
+    }
+    let (status, body) = app.client.get(&format!("/coupons/{unknown}")).await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("coupon_not_found")));
+    let (status, body) = app.client.get(&format!("/coupons/{past}/issues/1")).await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+
+    let mut redis = env.redis().await;
+    for coupon in [future, past, unknown] {
+        let issued: i64 = redis.scard(keys(coupon).issued).await.unwrap();
+        let events: i64 = redis.exists(keys(coupon).events).await.unwrap();
+        assert_eq!((issued, events), (0, 0), "a refused request changes nothing");
+    }
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn creating_a_coupon_needs_the_admin_token() {
+    let env = Env::shared();
+    let app = spawn::spawn_app(&env).await;
+    let body = json!({"name": "x", "total_quantity": 1, "issue_start": "2026-01-01T00:00:00Z", "issue_end": "2027-01-01T00:00:00Z"});
+    let url = format!("{}/coupons", app.client.base);
+    for token in [None, Some("wrong"), Some("test-admin-token-but-longer")] {
+        let mut request = app.client.http.post(&url).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        let answer: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(answer["error"], "unauthorized");
+    }
+    let (status, created) = app.client.create_coupon(body.clone()).await;
+    assert_eq!(status, 201);
+    assert_eq!(created["issue_end"], "2027-01-01T00:00:00Z");
+
+    let disabled = spawn::spawn_app_with(spawn::api_config(&env, None)).await;
+    let response = disabled.client.http.post(format!("{}/coupons", disabled.client.base)).bearer_auth("anything").json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 403);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["error"], "admin_disabled");
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupons").fetch_one(&env.db().await).await.unwrap();
+    assert_eq!(count, 1, "only the authorised request created a coupon");
+    disabled.stop().await;
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_event_delivered_twice_is_written_once() {
+    let env = Env::shared();
+    let app = spawn::spawn_app(&env).await;
+    let coupon = app.client.create_open_coupon(10).await;
+    let (status, _) = app.client.issue(coupon, 77).await;
+    assert_eq!(status, 202);
+    // Duplicate the accepted entry in the stream, as a redelivery after a crash
+    // between commit and ack would present it.
+    let mut redis = env.redis().await;
+    let entries: redis::streams::StreamRangeReply = redis.xrange_all(keys(coupon).events).await.unwrap();
+    let original = &entries.ids[0];
+    let field = |f: &str| match original.map.get(f) {
+        Some(redis::Value::BulkString(b)) => b.clone(),
+        other => panic!("unexpected field {f}: {other:?}"),
+    };
+    let _: String = redis.xadd(keys(coupon).events, "*", &[("ev", field("ev")), ("pos", field("pos"))]).await.unwrap();
+
+    let consumer = spawn::spawn_consumer(&env, "dup").await;
+    wait::until(Duration::from_secs(20), "both entries to be acked", || {
+        let mut redis = redis.clone();
+        async move {
+            let pending: redis::streams::StreamPendingReply = redis.xpending(keys(coupon).events, "coupon-issuers").await.ok()?;
+            let info: redis::streams::StreamInfoGroupsReply = redis.xinfo_groups(keys(coupon).events).await.ok()?;
+            let read_all = info.groups.first()?.entries_read == Some(2);
+            (read_all && pending.count() == 0).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(mysql_users(&env, coupon).await, HashSet::from([77]));
+    assert_eq!(issued_quantity(&env, coupon).await, 1, "the redelivery did not count twice");
+    consumer.stop().await;
+    app.stop().await;
+    env.cleanup().await;
+}

@@ -1,0 +1,100 @@
+//! The issue script against a plain model (a set and a quantity), for random
+//! interleavings of requests, on the real Redis.
+
+use api::script::{Decision, IssueScript};
+use proptest::prelude::*;
+use redis::AsyncCommands;
+use shared::{CouponId, CouponKeys, UserId};
+use std::collections::HashSet;
+
+fn fresh_keys() -> CouponKeys {
+    CouponKeys::new(CouponId::new(rand::random_range(1_000_000_000_000i64..i64::MAX)).unwrap())
+}
+
+async fn connect() -> redis::aio::ConnectionManager {
+    let client = redis::Client::open(integration_tests::redis_url()).unwrap();
+    redis::aio::ConnectionManager::new(client).await.expect("the test Redis must be running")
+}
+
+async fn clear(redis: &mut redis::aio::ConnectionManager, keys: &CouponKeys) {
+    let _: () = redis.del(&[&keys.issued, &keys.events, &keys.meta]).await.unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Sequentially, every answer is exactly the model's.
+    #[test]
+    fn the_script_decides_like_the_model(quantity in 1i64..8, users in prop::collection::vec(1i64..12, 0..40)) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let mut redis = connect().await;
+            let keys = fresh_keys();
+            let script = IssueScript::default();
+            let () = redis.hset(&keys.meta, "total_quantity", quantity).await.unwrap();
+            let mut model: Vec<i64> = Vec::new();
+            for user in users {
+                let got = script.run(&mut redis, &keys, UserId::new(user).unwrap(), b"event").await.unwrap();
+                let expected = if model.contains(&user) {
+                    Decision::AlreadyIssued
+                } else if model.len() as i64 >= quantity {
+                    Decision::SoldOut
+                } else {
+                    model.push(user);
+                    Decision::Accepted { position: model.len() as i64 }
+                };
+                prop_assert_eq!(got, expected);
+            }
+            let len: i64 = redis.xlen(&keys.events).await.unwrap();
+            prop_assert_eq!(len, model.len() as i64, "one event per acceptance");
+            clear(&mut redis, &keys).await;
+            Ok(())
+        })?;
+    }
+
+    /// Concurrently, the answers form a valid first-come-first-served outcome.
+    #[test]
+    fn concurrent_requests_never_oversell_nor_double_issue(quantity in 1i64..10, users in prop::collection::vec(1i64..20, 1..60)) {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+        runtime.block_on(async {
+            let redis = connect().await;
+            let keys = fresh_keys();
+            let () = redis.clone().hset(&keys.meta, "total_quantity", quantity).await.unwrap();
+            let script = std::sync::Arc::new(IssueScript::default());
+            let tasks: Vec<_> = users.iter().map(|&user| {
+                let (mut redis, keys, script) = (redis.clone(), keys.clone(), script.clone());
+                tokio::spawn(async move { (user, script.run(&mut redis, &keys, UserId::new(user).unwrap(), b"e").await.unwrap()) })
+            }).collect();
+            let mut accepted = Vec::new();
+            let mut sold_out = 0;
+            for task in tasks {
+                match task.await.unwrap() {
+                    (user, Decision::Accepted { position }) => accepted.push((user, position)),
+                    (_, Decision::SoldOut) => sold_out += 1,
+                    (user, Decision::AlreadyIssued) => prop_assert!(users.iter().filter(|u| **u == user).count() > 1),
+                    (_, Decision::StateMissing) => prop_assert!(false, "state is present"),
+                }
+            }
+            let distinct: HashSet<i64> = users.iter().copied().collect();
+            let expected = quantity.min(distinct.len() as i64);
+            prop_assert_eq!(accepted.len() as i64, expected);
+            let accepted_users: HashSet<i64> = accepted.iter().map(|(u, _)| *u).collect();
+            prop_assert_eq!(accepted_users.len(), accepted.len(), "no user accepted twice");
+            let positions: HashSet<i64> = accepted.iter().map(|(_, p)| *p).collect();
+            prop_assert_eq!(positions, (1..=expected).collect::<HashSet<_>>());
+            prop_assert!(sold_out == 0 || expected == quantity, "sold out only once the quantity is reached");
+            clear(&mut redis.clone(), &keys).await;
+            Ok(())
+        })?;
+    }
+}
+
+#[tokio::test]
+async fn a_coupon_whose_redis_state_is_gone_accepts_nobody_until_rebuilt() {
+    let mut redis = connect().await;
+    let keys = fresh_keys();
+    let decision = IssueScript::default().run(&mut redis, &keys, UserId::new(1).unwrap(), b"e").await.unwrap();
+    assert_eq!(decision, Decision::StateMissing);
+    let members: i64 = redis.scard(&keys.issued).await.unwrap();
+    assert_eq!(members, 0);
+}
