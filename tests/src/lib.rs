@@ -5,11 +5,13 @@
 //! # Layout
 //! - [`spawn`]: the API and consumers, in-process, on free ports.
 //! - [`client`]: a small HTTP client for the contract's endpoints.
+//! - [`otlp`]: a real OTLP/HTTP receiver that decodes exported spans.
 //! - [`servers`]: private `redis-server` / `mariadbd` processes for fault tests.
 //! - [`wait`]: polling for a condition with a deadline (never a bare sleep).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed test helper should panic
 
 pub mod client;
+pub mod otlp;
 pub mod servers;
 pub mod spawn;
 pub mod wait;
