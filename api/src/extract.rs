@@ -9,9 +9,9 @@ use axum::http::StatusCode;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
-use std::marker::PhantomData;
 use shared::{CouponId, UserId};
 use std::collections::HashMap;
+use std::marker::PhantomData;
 
 /// `axum::Json`, answering bad bodies with the contract's error body.
 pub struct ApiJson<T>(pub T);

@@ -5,6 +5,11 @@ use api::{ApiConfig, Application};
 use clap::Parser;
 use shared::telemetry::Telemetry;
 
+/// mimalloc: under load glibc malloc/free took about a fifth of the API's CPU
+/// (perf, BENCHMARKS.md); mimalloc's per-thread free lists make that small.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = ApiConfig::parse();

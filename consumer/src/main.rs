@@ -9,6 +9,11 @@ use shared::CouponId;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// mimalloc: under load glibc malloc/free took about a fifth of the API's CPU
+/// (perf, BENCHMARKS.md); mimalloc's per-thread free lists make that small.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -8,7 +8,6 @@
 //! - [`otlp`]: a real OTLP/HTTP receiver that decodes exported spans.
 //! - [`servers`]: private `redis-server` / `mariadbd` processes for fault tests.
 //! - [`wait`]: polling for a condition with a deadline (never a bare sleep).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed test helper should panic
 
 pub mod client;
 pub mod otlp;

@@ -13,7 +13,10 @@ async fn state(env: &Env, coupon: i64) -> (i64, i64, i64) {
     let mut redis = env.redis().await;
     let issued: i64 = redis.scard(&keys.issued).await.unwrap();
     let events: i64 = redis.xlen(&keys.events).await.unwrap();
-    let coupons: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupons").fetch_one(&env.db().await).await.unwrap();
+    let coupons: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupons")
+        .fetch_one(&env.db().await)
+        .await
+        .unwrap();
     (issued, events, coupons)
 }
 
@@ -21,7 +24,10 @@ fn assert_error(answer: &Answer, statuses: &[u16], code: &str, case: &str) {
     let (status, body) = answer;
     assert!(statuses.contains(status), "{case}: status {status}, body {body}");
     assert_eq!(body["error"].as_str(), Some(code), "{case}: {body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{case}: {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{case}: {body}"
+    );
 }
 
 async fn setup() -> (Env, TestApp, i64) {
@@ -38,44 +44,215 @@ async fn every_bad_input_the_contract_lists_is_a_4xx_with_no_change_of_state() {
     let issue = format!("/coupons/{coupon}/issue");
     let json_ct = Some("application/json");
     let big = format!("{{\"user_id\": 1, \"pad\": \"{}\"}}", "x".repeat(17 * 1024));
-    let cases: Vec<(&str, &str, String, Option<&str>, Vec<u8>, &[u16], &str)> = vec![
-        ("malformed JSON", "POST", issue.clone(), json_ct, b"{\"user_id\": ".to_vec(), &[400], "invalid_request"),
-        ("wrong type", "POST", issue.clone(), json_ct, br#"{"user_id": "42"}"#.to_vec(), &[422], "invalid_request"),
-        ("float id", "POST", issue.clone(), json_ct, br#"{"user_id": 4.5}"#.to_vec(), &[422], "invalid_request"),
-        ("missing field", "POST", issue.clone(), json_ct, b"{}".to_vec(), &[422], "invalid_request"),
-        ("zero id", "POST", issue.clone(), json_ct, br#"{"user_id": 0}"#.to_vec(), &[422], "invalid_request"),
-        ("negative id", "POST", issue.clone(), json_ct, br#"{"user_id": -3}"#.to_vec(), &[422], "invalid_request"),
-        ("id past BIGINT", "POST", issue.clone(), json_ct, br#"{"user_id": 9223372036854775808}"#.to_vec(), &[422], "invalid_request"),
-        ("unknown field", "POST", issue.clone(), json_ct, br#"{"user_id": 1, "admin": true}"#.to_vec(), &[422], "invalid_request"),
-        ("no content type", "POST", issue.clone(), None, br#"{"user_id": 1}"#.to_vec(), &[415], "invalid_request"),
-        ("wrong content type", "POST", issue.clone(), Some("text/plain"), br#"{"user_id": 1}"#.to_vec(), &[415], "invalid_request"),
-        ("body over 16 KiB", "POST", issue.clone(), json_ct, big.into_bytes(), &[413], "payload_too_large"),
-        ("coupon id not a number", "POST", "/coupons/abc/issue".into(), json_ct, br#"{"user_id": 1}"#.to_vec(), &[400], "invalid_request"),
-        ("coupon id zero", "POST", "/coupons/0/issue".into(), json_ct, br#"{"user_id": 1}"#.to_vec(), &[400], "invalid_request"),
-        ("coupon id past BIGINT", "GET", "/coupons/9223372036854775808".into(), None, vec![], &[400], "invalid_request"),
-        ("user id not a number", "GET", format!("/coupons/{coupon}/issues/x1"), None, vec![], &[400], "invalid_request"),
-        ("array body", "POST", issue.clone(), json_ct, b"[1]".to_vec(), &[422], "invalid_request"),
-        ("unknown route", "GET", "/nope".into(), None, vec![], &[404], "not_found"),
-        ("wrong method", "DELETE", issue.clone(), None, vec![], &[405], "method_not_allowed"),
+    // (case, method, path, content type, body, accepted statuses, error code)
+    type Case<'a> = (&'a str, &'a str, String, Option<&'a str>, Vec<u8>, &'a [u16], &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "malformed JSON",
+            "POST",
+            issue.clone(),
+            json_ct,
+            b"{\"user_id\": ".to_vec(),
+            &[400],
+            "invalid_request",
+        ),
+        (
+            "wrong type",
+            "POST",
+            issue.clone(),
+            json_ct,
+            br#"{"user_id": "42"}"#.to_vec(),
+            &[422],
+            "invalid_request",
+        ),
+        (
+            "float id",
+            "POST",
+            issue.clone(),
+            json_ct,
+            br#"{"user_id": 4.5}"#.to_vec(),
+            &[422],
+            "invalid_request",
+        ),
+        (
+            "missing field",
+            "POST",
+            issue.clone(),
+            json_ct,
+            b"{}".to_vec(),
+            &[422],
+            "invalid_request",
+        ),
+        (
+            "zero id",
+            "POST",
+            issue.clone(),
+            json_ct,
+            br#"{"user_id": 0}"#.to_vec(),
+            &[422],
+            "invalid_request",
+        ),
+        (
+            "negative id",
+            "POST",
+            issue.clone(),
+            json_ct,
+            br#"{"user_id": -3}"#.to_vec(),
+            &[422],
+            "invalid_request",
+        ),
+        (
+            "id past BIGINT",
+            "POST",
+            issue.clone(),
+            json_ct,
+            br#"{"user_id": 9223372036854775808}"#.to_vec(),
+            &[422],
+            "invalid_request",
+        ),
+        (
+            "unknown field",
+            "POST",
+            issue.clone(),
+            json_ct,
+            br#"{"user_id": 1, "admin": true}"#.to_vec(),
+            &[422],
+            "invalid_request",
+        ),
+        (
+            "no content type",
+            "POST",
+            issue.clone(),
+            None,
+            br#"{"user_id": 1}"#.to_vec(),
+            &[415],
+            "invalid_request",
+        ),
+        (
+            "wrong content type",
+            "POST",
+            issue.clone(),
+            Some("text/plain"),
+            br#"{"user_id": 1}"#.to_vec(),
+            &[415],
+            "invalid_request",
+        ),
+        (
+            "body over 16 KiB",
+            "POST",
+            issue.clone(),
+            json_ct,
+            big.into_bytes(),
+            &[413],
+            "payload_too_large",
+        ),
+        (
+            "coupon id not a number",
+            "POST",
+            "/coupons/abc/issue".into(),
+            json_ct,
+            br#"{"user_id": 1}"#.to_vec(),
+            &[400],
+            "invalid_request",
+        ),
+        (
+            "coupon id zero",
+            "POST",
+            "/coupons/0/issue".into(),
+            json_ct,
+            br#"{"user_id": 1}"#.to_vec(),
+            &[400],
+            "invalid_request",
+        ),
+        (
+            "coupon id past BIGINT",
+            "GET",
+            "/coupons/9223372036854775808".into(),
+            None,
+            vec![],
+            &[400],
+            "invalid_request",
+        ),
+        (
+            "user id not a number",
+            "GET",
+            format!("/coupons/{coupon}/issues/x1"),
+            None,
+            vec![],
+            &[400],
+            "invalid_request",
+        ),
+        (
+            "array body",
+            "POST",
+            issue.clone(),
+            json_ct,
+            b"[1]".to_vec(),
+            &[422],
+            "invalid_request",
+        ),
+        (
+            "unknown route",
+            "GET",
+            "/nope".into(),
+            None,
+            vec![],
+            &[404],
+            "not_found",
+        ),
+        (
+            "wrong method",
+            "DELETE",
+            issue.clone(),
+            None,
+            vec![],
+            &[405],
+            "method_not_allowed",
+        ),
     ];
     for (case, method, path, content_type, body, statuses, code) in cases {
         let answer = app.client.raw(method, &path, content_type, body).await;
         assert_error(&answer, statuses, code, case);
     }
     let admin_cases = [
-        ("name empty", json!({"name": "", "total_quantity": 1, "issue_start": "2026-01-01T00:00:00Z", "issue_end": "2027-01-01T00:00:00Z"})),
-        ("name too long", json!({"name": "n".repeat(201), "total_quantity": 1, "issue_start": "2026-01-01T00:00:00Z", "issue_end": "2027-01-01T00:00:00Z"})),
-        ("zero quantity", json!({"name": "a", "total_quantity": 0, "issue_start": "2026-01-01T00:00:00Z", "issue_end": "2027-01-01T00:00:00Z"})),
-        ("end before start", json!({"name": "a", "total_quantity": 1, "issue_start": "2027-01-01T00:00:00Z", "issue_end": "2026-01-01T00:00:00Z"})),
-        ("time without offset", json!({"name": "a", "total_quantity": 1, "issue_start": "2026-01-01T00:00:00", "issue_end": "2027-01-01T00:00:00Z"})),
-        ("unknown field", json!({"name": "a", "total_quantity": 1, "issue_start": "2026-01-01T00:00:00Z", "issue_end": "2027-01-01T00:00:00Z", "x": 1})),
-        ("missing field", json!({"name": "a", "total_quantity": 1, "issue_start": "2026-01-01T00:00:00Z"})),
+        (
+            "name empty",
+            json!({"name": "", "total_quantity": 1, "issue_start": "2026-01-01T00:00:00Z", "issue_end": "2027-01-01T00:00:00Z"}),
+        ),
+        (
+            "name too long",
+            json!({"name": "n".repeat(201), "total_quantity": 1, "issue_start": "2026-01-01T00:00:00Z", "issue_end": "2027-01-01T00:00:00Z"}),
+        ),
+        (
+            "zero quantity",
+            json!({"name": "a", "total_quantity": 0, "issue_start": "2026-01-01T00:00:00Z", "issue_end": "2027-01-01T00:00:00Z"}),
+        ),
+        (
+            "end before start",
+            json!({"name": "a", "total_quantity": 1, "issue_start": "2027-01-01T00:00:00Z", "issue_end": "2026-01-01T00:00:00Z"}),
+        ),
+        (
+            "time without offset",
+            json!({"name": "a", "total_quantity": 1, "issue_start": "2026-01-01T00:00:00", "issue_end": "2027-01-01T00:00:00Z"}),
+        ),
+        (
+            "unknown field",
+            json!({"name": "a", "total_quantity": 1, "issue_start": "2026-01-01T00:00:00Z", "issue_end": "2027-01-01T00:00:00Z", "x": 1}),
+        ),
+        (
+            "missing field",
+            json!({"name": "a", "total_quantity": 1, "issue_start": "2026-01-01T00:00:00Z"}),
+        ),
     ];
     for (case, body) in admin_cases {
         let answer = app.client.create_coupon(body).await;
         assert_error(&answer, &[422], "invalid_request", case);
     }
-    assert_eq!(state(&env, coupon).await, before, "no bad request changed Redis or MySQL");
+    assert_eq!(
+        state(&env, coupon).await,
+        before,
+        "no bad request changed Redis or MySQL"
+    );
     app.stop().await;
     env.cleanup().await;
 }
@@ -85,7 +262,9 @@ fn any_json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
         ".{0,20}".prop_map(Value::from),
     ];
     leaf.prop_recursive(3, 16, 4, |inner| {
@@ -102,14 +281,25 @@ async fn random_bytes_and_random_json_never_get_a_5xx_nor_change_state() {
     let (env, app, coupon) = setup().await;
     let path = format!("/coupons/{coupon}/issue");
     let handle = tokio::runtime::Handle::current();
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 256, ..ProptestConfig::default() });
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 256,
+        ..ProptestConfig::default()
+    });
     let inputs = (prop::collection::vec(any::<u8>(), 0..2048), any_json());
     let result = runner.run(&inputs, |(bytes, value)| {
         tokio::task::block_in_place(|| {
             handle.block_on(async {
                 let before = state(&env, coupon).await;
                 let raw = app.client.raw("POST", &path, Some("application/json"), bytes).await;
-                let shaped = app.client.raw("POST", &path, Some("application/json"), serde_json::to_vec(&value).unwrap()).await;
+                let shaped = app
+                    .client
+                    .raw(
+                        "POST",
+                        &path,
+                        Some("application/json"),
+                        serde_json::to_vec(&value).unwrap(),
+                    )
+                    .await;
                 for (status, body) in [&raw, &shaped] {
                     prop_assert!(*status < 500, "status {} body {}", status, body);
                     prop_assert!(*status == 202 || body["error"].as_str().is_some(), "body {}", body);

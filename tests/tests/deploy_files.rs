@@ -1,0 +1,497 @@
+//! The compose deployment (`deploy/compose/`) and the image (`deploy/docker/`)
+//! against the code they run: no Docker engine is needed, the files are read
+//! and checked against the binaries' configuration sources.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed test helper should panic
+
+use serde_norway::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+const APPS: [&str; 4] = ["api1", "api2", "consumer1", "consumer2"];
+const SERVICES: [&str; 9] = [
+    "redis",
+    "mysql",
+    "jaeger",
+    "api1",
+    "api2",
+    "lb",
+    "consumer1",
+    "consumer2",
+    "prometheus",
+];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(root().join(relative)).unwrap_or_else(|e| panic!("reading {relative}: {e}"))
+}
+
+/// compose.yaml with its `<<:` merge keys applied, as Compose reads it.
+fn compose() -> Value {
+    let mut value: Value = serde_norway::from_str(&read("deploy/compose/compose.yaml")).unwrap();
+    // One pass merges one level, and our services merge anchors that merge
+    // anchors: repeat until nothing changes, as Compose resolves them all.
+    loop {
+        let before = value.clone();
+        value.apply_merge().unwrap();
+        if value == before {
+            return value;
+        }
+    }
+}
+
+fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
+    compose["services"]
+        .get(name)
+        .unwrap_or_else(|| panic!("no service `{name}`"))
+}
+
+fn scalar(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => serde_norway::to_string(other).unwrap().trim().to_string(),
+    }
+}
+
+/// A `command:` or healthcheck `test:`, as its words.
+fn words(value: &Value) -> Vec<String> {
+    match value {
+        Value::Sequence(items) => items.iter().map(scalar).collect(),
+        Value::Null => Vec::new(),
+        other => scalar(other).split_whitespace().map(str::to_string).collect(),
+    }
+}
+
+/// `environment:` in either of Compose's forms (a mapping or `KEY=VALUE` items).
+fn environment(service: &Value) -> BTreeMap<String, String> {
+    match &service["environment"] {
+        Value::Mapping(map) => map.iter().map(|(k, v)| (scalar(k), scalar(v))).collect(),
+        Value::Sequence(items) => items
+            .iter()
+            .map(|item| {
+                let item = scalar(item);
+                let (key, value) = item.split_once('=').unwrap_or((&item, ""));
+                (key.to_string(), value.to_string())
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// The `depends_on:` conditions (the short list form means `service_started`).
+fn depends_on(service: &Value) -> BTreeMap<String, String> {
+    match &service["depends_on"] {
+        Value::Mapping(map) => map.iter().map(|(k, v)| (scalar(k), scalar(&v["condition"]))).collect(),
+        Value::Sequence(items) => items.iter().map(|i| (scalar(i), "service_started".into())).collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// The variables a binary accepts: every `env = "..."` of its clap
+/// configuration, plus `RUST_LOG`, which the tracing subscriber reads.
+fn accepted_variables(config_sources: &[&str]) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for source in config_sources {
+        let text = read(source);
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("env = \"") {
+            rest = &rest[at + "env = \"".len()..];
+            let end = rest.find('"').unwrap();
+            names.insert(rest[..end].to_string());
+        }
+    }
+    assert!(read("shared/src/telemetry.rs").contains("EnvFilter::try_from_default_env"));
+    names.insert("RUST_LOG".into());
+    names
+}
+
+/// Fails unless every variable in `env` is one `binary` reads.
+fn assert_accepted(service: &str, env: &BTreeMap<String, String>, accepted: &BTreeSet<String>, binary: &str) {
+    let unknown: Vec<_> = env.keys().filter(|k| !accepted.contains(*k)).collect();
+    assert!(
+        unknown.is_empty(),
+        "{service} sets {unknown:?}, which {binary} does not read"
+    );
+}
+
+fn api_variables() -> BTreeSet<String> {
+    accepted_variables(&["api/src/config.rs", "shared/src/config.rs"])
+}
+
+fn consumer_variables() -> BTreeSet<String> {
+    accepted_variables(&["consumer/src/config.rs", "shared/src/config.rs"])
+}
+
+/// `(user, password)` of a `scheme://user:password@host...` URL.
+fn credentials(url: &str) -> (String, Option<String>) {
+    let rest = &url[url.find("://").unwrap() + 3..];
+    let userinfo = rest.rsplit_once('@').map_or("", |(u, _)| u);
+    match userinfo.split_once(':') {
+        Some((user, password)) => (user.to_string(), Some(password.to_string()).filter(|p| !p.is_empty())),
+        None => (userinfo.to_string(), None),
+    }
+}
+
+/// The Dockerfile as stages of `(INSTRUCTION, arguments)`, continuation lines
+/// joined and comments dropped.
+fn dockerfile_stages() -> Vec<Vec<(String, String)>> {
+    let mut stages: Vec<Vec<(String, String)>> = Vec::new();
+    let mut line = String::new();
+    for raw in read("deploy/docker/Dockerfile").lines() {
+        let raw = raw.trim();
+        if raw.starts_with('#') {
+            continue;
+        }
+        match raw.strip_suffix('\\') {
+            Some(part) => line.push_str(part),
+            None => {
+                line.push_str(raw);
+                let text = std::mem::take(&mut line);
+                let Some((instruction, args)) = text.trim().split_once(char::is_whitespace) else {
+                    continue;
+                };
+                let instruction = instruction.to_uppercase();
+                if instruction == "FROM" {
+                    stages.push(Vec::new());
+                }
+                stages
+                    .last_mut()
+                    .expect("FROM first")
+                    .push((instruction, args.trim().to_string()));
+            }
+        }
+    }
+    stages
+}
+
+fn instructions<'a>(stage: &'a [(String, String)], name: &'a str) -> impl Iterator<Item = &'a str> {
+    stage
+        .iter()
+        .filter(move |(i, _)| i == name)
+        .map(|(_, args)| args.as_str())
+}
+
+#[test]
+fn compose_starts_every_service_of_the_deployment() {
+    let compose = compose();
+    for name in SERVICES {
+        service(&compose, name);
+    }
+}
+
+#[test]
+fn the_apis_are_given_only_variables_coupon_api_accepts() {
+    let (compose, accepted) = (compose(), api_variables());
+    assert!(
+        accepted.contains("LISTEN_ADDR") && accepted.contains("REDIS_URL"),
+        "{accepted:?}"
+    );
+    for name in ["api1", "api2"] {
+        let api = service(&compose, name);
+        assert_eq!(words(&api["command"]), ["coupon-api"], "{name}");
+        let env = environment(api);
+        assert_accepted(name, &env, &accepted, "coupon-api");
+        assert_eq!(env["LISTEN_ADDR"], "0.0.0.0:8080", "{name}");
+        assert_eq!(env["OTEL_SERVICE_NAME"], "coupon-api", "{name}");
+        assert!(env.contains_key("ADMIN_TOKEN"), "{name}");
+    }
+}
+
+#[test]
+fn the_consumers_are_given_only_variables_coupon_consumer_accepts() {
+    let (compose, accepted) = (compose(), consumer_variables());
+    assert!(
+        accepted.contains("METRICS_ADDR") && accepted.contains("CONSUMER_NAME"),
+        "{accepted:?}"
+    );
+    let mut names = BTreeSet::new();
+    for name in ["consumer1", "consumer2"] {
+        let consumer = service(&compose, name);
+        assert_eq!(words(&consumer["command"]), ["coupon-consumer"], "{name}");
+        let env = environment(consumer);
+        assert_accepted(name, &env, &accepted, "coupon-consumer");
+        assert_eq!(env["CONSUMER_GROUP"], "coupon-issuers", "{name}");
+        assert_eq!(env["METRICS_ADDR"], "0.0.0.0:9464", "{name}");
+        assert_eq!(env["OTEL_SERVICE_NAME"], "coupon-consumer", "{name}");
+        names.insert(env["CONSUMER_NAME"].clone());
+        let grace = scalar(&consumer["stop_grace_period"]);
+        let seconds: u64 = grace.trim_end_matches('s').parse().unwrap();
+        assert!(seconds >= 30, "{name}: a batch needs time to finish, got {grace}");
+    }
+    assert_eq!(names.len(), 2, "each consumer needs its own name in the group");
+}
+
+#[test]
+fn every_application_reaches_redis_mysql_and_jaeger_by_service_name() {
+    let compose = compose();
+    for name in APPS {
+        let env = environment(service(&compose, name));
+        assert_eq!(env["REDIS_URL"], "redis://redis:6379", "{name}");
+        assert!(
+            env["DATABASE_URL"].contains("@mysql:3306/"),
+            "{name}: {}",
+            env["DATABASE_URL"]
+        );
+        assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://jaeger:4317", "{name}");
+        assert_eq!(env["OTEL_EXPORTER_OTLP_PROTOCOL"], "grpc", "{name}");
+    }
+    let jaeger = service(&compose, "jaeger");
+    assert!(scalar(&jaeger["image"]).starts_with("jaegertracing/"));
+    assert!(
+        words(&jaeger["ports"]).iter().any(|p| p.ends_with(":16686")),
+        "the Jaeger UI is published"
+    );
+}
+
+#[test]
+fn the_database_url_password_matches_the_mysql_service() {
+    let compose = compose();
+    let mysql = environment(service(&compose, "mysql"));
+    let expected = match mysql.get("MYSQL_ROOT_PASSWORD") {
+        Some(password) => Some(password.clone()),
+        None => {
+            assert_eq!(mysql.get("MYSQL_ALLOW_EMPTY_PASSWORD").map(String::as_str), Some("yes"));
+            None
+        }
+    };
+    for name in APPS {
+        let url = &environment(service(&compose, name))["DATABASE_URL"];
+        assert_eq!(
+            credentials(url),
+            ("root".to_string(), expected.clone()),
+            "{name}: {url}"
+        );
+    }
+    // MySQL 8's caching_sha2_password checks a password through TLS or RSA on a
+    // fresh server; without either (the build has no TLS) only an empty one works.
+    if expected.is_some() {
+        let sqlx = read("Cargo.toml")
+            .lines()
+            .find(|l| l.starts_with("sqlx ="))
+            .unwrap()
+            .to_string();
+        assert!(
+            sqlx.contains("mysql-rsa"),
+            "a MySQL password needs sqlx's mysql-rsa feature: {sqlx}"
+        );
+    }
+}
+
+#[test]
+fn redis_keeps_every_accepted_request_and_never_evicts() {
+    let command = words(&service(&compose(), "redis")["command"]).join(" ");
+    for setting in [
+        "--appendonly yes",
+        "--appendfsync always",
+        "--maxmemory-policy noeviction",
+    ] {
+        assert!(command.contains(setting), "redis runs `{command}`, without `{setting}`");
+    }
+}
+
+#[test]
+fn mysql_allows_more_connections_than_every_pool_together() {
+    let compose = compose();
+    let command = words(&service(&compose, "mysql")["command"]);
+    let max: u32 = command
+        .iter()
+        .find_map(|w| w.strip_prefix("--max-connections="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pools: u32 = APPS
+        .iter()
+        .map(|name| {
+            environment(service(&compose, name))
+                .get("DATABASE_MAX_CONNECTIONS")
+                .map_or(8, |n| n.parse().unwrap())
+        })
+        .sum();
+    assert!(pools < max, "{pools} pooled connections against max-connections={max}");
+}
+
+#[test]
+fn applications_start_once_redis_and_mysql_are_healthy() {
+    let compose = compose();
+    for dependency in ["redis", "mysql"] {
+        let test = words(&service(&compose, dependency)["healthcheck"]["test"]);
+        assert!(!test.is_empty(), "{dependency} needs a healthcheck to be waited for");
+    }
+    for name in APPS {
+        let conditions = depends_on(service(&compose, name));
+        for dependency in ["redis", "mysql"] {
+            assert_eq!(
+                conditions.get(dependency).map(String::as_str),
+                Some("service_healthy"),
+                "{name} on {dependency}"
+            );
+        }
+    }
+    let lb = depends_on(service(&compose, "lb"));
+    for api in ["api1", "api2"] {
+        assert_eq!(lb.get(api).map(String::as_str), Some("service_healthy"), "lb on {api}");
+    }
+}
+
+#[test]
+fn health_checks_ask_each_binary_on_its_own_port() {
+    let compose = compose();
+    for (name, url) in [
+        ("api1", "http://127.0.0.1:8080/readyz"),
+        ("api2", "http://127.0.0.1:8080/readyz"),
+        ("consumer1", "http://127.0.0.1:9464/healthz"),
+        ("consumer2", "http://127.0.0.1:9464/healthz"),
+    ] {
+        let test = words(&service(&compose, name)["healthcheck"]["test"]);
+        assert!(test.iter().any(|w| w == url), "{name}: {test:?}");
+        assert!(
+            test.iter().any(|w| w == "curl"),
+            "{name}: the image ships curl for this: {test:?}"
+        );
+    }
+    let runtime = dockerfile_stages().pop().unwrap();
+    assert!(
+        instructions(&runtime, "RUN").any(|run| run.contains(" curl")),
+        "the runtime image installs curl"
+    );
+}
+
+#[test]
+fn the_applications_build_the_image_from_the_repository_root() {
+    let compose = compose();
+    let compose_dir = root().join("deploy/compose");
+    for name in APPS {
+        let build = &service(&compose, name)["build"];
+        let context = compose_dir.join(scalar(&build["context"])).canonicalize().unwrap();
+        assert_eq!(context, root().canonicalize().unwrap(), "{name}");
+        assert!(context.join(scalar(&build["dockerfile"])).is_file(), "{name}");
+    }
+}
+
+#[test]
+fn the_runtime_image_runs_both_binaries_as_a_user_that_is_not_root() {
+    let stages = dockerfile_stages();
+    let builder = &stages[0];
+    assert!(instructions(builder, "RUN").any(|r| r.contains("cargo build --release --locked -p api -p consumer")));
+    let runtime = stages.last().unwrap();
+    assert!(instructions(runtime, "FROM").any(|f| f.starts_with("debian:bookworm-slim")));
+    let user = instructions(runtime, "USER")
+        .last()
+        .expect("a USER in the runtime stage");
+    let name = user.split(':').next().unwrap();
+    assert!(name != "root" && name != "0", "USER {user}");
+    let copies: Vec<_> = instructions(runtime, "COPY")
+        .filter(|c| c.starts_with("--from="))
+        .collect();
+    for binary in ["coupon-api", "coupon-consumer"] {
+        assert!(
+            copies
+                .iter()
+                .any(|c| c.contains(binary) && c.ends_with("/usr/local/bin/")),
+            "{binary}: {copies:?}"
+        );
+    }
+    assert!(instructions(runtime, "CMD").any(|c| c.contains("\"coupon-api\"")));
+    let (api, consumer) = (api_variables(), consumer_variables());
+    for env in instructions(runtime, "ENV") {
+        for pair in env.split_whitespace() {
+            let key = pair.split('=').next().unwrap();
+            assert!(
+                api.contains(key) || consumer.contains(key),
+                "ENV {key} is read by neither binary"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_builder_copies_every_file_the_binaries_embed() {
+    let builder = &dockerfile_stages()[0];
+    let ignored = read(".dockerignore");
+    for (source, embeds, dir) in [
+        ("shared/src/db.rs", "sqlx::migrate!(\"../migrations\")", "migrations"),
+        ("api/src/script.rs", "include_str!(\"../../lua/issue.lua\")", "lua"),
+    ] {
+        assert!(
+            read(source).contains(embeds),
+            "{source} no longer has {embeds}: update this test"
+        );
+        let copy = format!("{dir}/ {dir}/");
+        assert!(
+            instructions(builder, "COPY").any(|c| c == copy),
+            "the builder lacks COPY {copy}"
+        );
+        assert!(
+            !ignored.lines().any(|l| l.trim().trim_end_matches('/') == dir),
+            ".dockerignore drops {dir}"
+        );
+    }
+}
+
+#[test]
+fn the_load_balancer_round_robins_over_both_apis_with_keepalive() {
+    let text: String = read("deploy/compose/nginx.conf")
+        .lines()
+        .map(|l| l.split('#').next().unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let start = text.find("upstream ").expect("an upstream block");
+    let block = &text[start..start + text[start..].find('}').unwrap()];
+    let name = block["upstream ".len()..].split_whitespace().next().unwrap();
+    let statements: Vec<&str> = block[block.find('{').unwrap() + 1..]
+        .split(';')
+        .map(str::trim)
+        .collect();
+    let servers: Vec<&str> = statements.iter().filter_map(|s| s.strip_prefix("server ")).collect();
+    assert!(
+        servers.iter().any(|s| s.starts_with("api1:8080")) && servers.iter().any(|s| s.starts_with("api2:8080")),
+        "{servers:?}"
+    );
+    for other in ["least_conn", "ip_hash", "hash ", "random"] {
+        assert!(
+            !statements.iter().any(|s| s.starts_with(other)),
+            "round robin, not {other}"
+        );
+    }
+    assert!(
+        statements.iter().any(|s| s.starts_with("keepalive ")),
+        "keep-alive upstream connections"
+    );
+    for directive in [
+        format!("proxy_pass http://{name};"),
+        "proxy_http_version 1.1;".into(),
+        "proxy_set_header Connection \"\";".into(),
+    ] {
+        assert!(text.contains(&directive), "nginx.conf lacks `{directive}`");
+    }
+    let compose = compose();
+    let lb = service(&compose, "lb");
+    assert!(words(&lb["volumes"]).iter().any(|v| v.starts_with("./nginx.conf:")));
+    assert!(
+        words(&lb["ports"]).iter().any(|p| p.ends_with(":8080")),
+        "the load balancer is published on 8080"
+    );
+}
+
+#[test]
+fn prometheus_scrapes_both_apis_and_both_consumers() {
+    let config: Value = serde_norway::from_str(&read("deploy/compose/prometheus.yml")).unwrap();
+    let targets: BTreeSet<String> = config["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|job| job["static_configs"].as_sequence().cloned().unwrap_or_default())
+        .flat_map(|group| words(&group["targets"]))
+        .collect();
+    for target in ["api1:8080", "api2:8080", "consumer1:9464", "consumer2:9464"] {
+        assert!(targets.contains(target), "{target} in {targets:?}");
+    }
+    let compose = compose();
+    let prometheus = service(&compose, "prometheus");
+    assert!(words(&prometheus["volumes"])
+        .iter()
+        .any(|v| v.starts_with("./prometheus.yml:")));
+}
