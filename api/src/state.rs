@@ -38,6 +38,23 @@ fn parse_meta(id: CouponId, fields: &HashMap<String, String>) -> Option<Coupon> 
     })
 }
 
+/// Publishes a coupon MySQL just created. A new id can have no legitimate Redis
+/// state, so whatever Redis holds under it (left over from a database that was
+/// reset while Redis was not) is dropped first; it would otherwise count against
+/// the new coupon's quantity.
+pub async fn publish_new(
+    redis: &mut ConnectionManager,
+    db: &MySqlPool,
+    coupon: &Coupon,
+    wait: Duration,
+) -> Result<(), ApiError> {
+    let keys = CouponKeys::new(coupon.id);
+    let _: () = redis
+        .del(&[&keys.meta, &keys.issued, &keys.events, &keys.dead, &keys.failed])
+        .await?;
+    rebuild(redis, db, coupon, wait).await
+}
+
 /// Rebuilds the coupon's Redis state from MySQL, once across all instances:
 /// the lock holder refills the set and then writes the metadata; the others wait
 /// until the metadata is back. Safe to repeat (SADD and HSET are idempotent).

@@ -76,7 +76,12 @@ pub struct Args {
     pub json: Option<PathBuf>,
 
     /// MySQL that the consumers write to, for the verification.
-    #[arg(long, env = "DATABASE_URL", default_value = "mysql://root@127.0.0.1:3306/coupon")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        default_value = "mysql://root@127.0.0.1:3306/coupon"
+    )]
     pub database_url: String,
 
     /// How long to wait for the consumers to write every accepted request to MySQL.
@@ -275,7 +280,13 @@ mod tests {
         let settings = parse(&[]).unwrap();
         assert_eq!(settings.model, Model::Closed { workers: 64 });
         assert_eq!(settings.stop, None);
-        assert_eq!(settings.coupons, Coupons::Create { count: 1, quantity: 1000 });
+        assert_eq!(
+            settings.coupons,
+            Coupons::Create {
+                count: 1,
+                quantity: 1000
+            }
+        );
     }
 
     #[test]

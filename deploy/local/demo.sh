@@ -47,7 +47,7 @@ echo "== flash sale: $USERS users, each asking twice, for $QUANTITY coupons"
 ./target/release/coupon-bench --api-url "http://127.0.0.1:$API_PORT" --users "$USERS" --retries 1 \
   --quantity "$QUANTITY" --concurrency "$CONCURRENCY" --json "$RUN/summary.json"
 
-coupon=$(python3 -c "import json,sys; d=json.load(open('$RUN/summary.json')); print(d['coupons'][0]['coupon_id'])" 2>/dev/null || true)
+coupon=$(python3 -c "import json,sys; d=json.load(open('$RUN/summary.json')); print(d['coupons'][0]['id'])" 2>/dev/null || true)
 if [ -n "$coupon" ]; then
   echo "== in MySQL for coupon $coupon"
   db=${DATABASE_URL##*/}

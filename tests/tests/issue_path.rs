@@ -36,7 +36,10 @@ async fn issued_quantity(env: &Env, coupon: i64) -> i64 {
 async fn a_concurrent_flash_sale_accepts_exactly_the_quantity_and_mysql_ends_equal() {
     let env = Env::shared();
     let app = spawn::spawn_app(&env).await;
-    let consumers = [spawn::spawn_consumer(&env, "c1").await, spawn::spawn_consumer(&env, "c2").await];
+    let consumers = [
+        spawn::spawn_consumer(&env, "c1").await,
+        spawn::spawn_consumer(&env, "c2").await,
+    ];
     let quantity = 100;
     let coupon = app.client.create_open_coupon(quantity).await;
 
@@ -56,7 +59,11 @@ async fn a_concurrent_flash_sale_accepts_exactly_the_quantity_and_mysql_ends_equ
         .filter(|(_, (status, _))| *status == 202)
         .map(|(user, (_, body))| (*user, body["position"].as_i64().unwrap()))
         .collect();
-    assert_eq!(accepted.len() as i64, quantity, "exactly total_quantity requests are accepted");
+    assert_eq!(
+        accepted.len() as i64,
+        quantity,
+        "exactly total_quantity requests are accepted"
+    );
     let accepted_users: HashSet<i64> = accepted.iter().map(|(u, _)| *u).collect();
     assert_eq!(accepted_users.len() as i64, quantity, "nobody is accepted twice");
     let positions: HashSet<i64> = accepted.iter().map(|(_, p)| *p).collect();
@@ -76,13 +83,22 @@ async fn a_concurrent_flash_sale_accepts_exactly_the_quantity_and_mysql_ends_equ
     assert_eq!(codes.values().sum::<usize>(), 3000 - quantity as usize);
 
     let (_, view) = app.client.get(&format!("/coupons/{coupon}")).await;
-    assert_eq!((view["issued_quantity"].as_i64(), view["remaining"].as_i64()), (Some(quantity), Some(0)));
+    assert_eq!(
+        (view["issued_quantity"].as_i64(), view["remaining"].as_i64()),
+        (Some(quantity), Some(0))
+    );
 
-    wait::until(Duration::from_secs(30), "the consumers to write every accepted user", || async {
-        (mysql_users(&env, coupon).await.len() as i64 == quantity).then_some(())
-    })
+    wait::until(
+        Duration::from_secs(30),
+        "the consumers to write every accepted user",
+        || async { (mysql_users(&env, coupon).await.len() as i64 == quantity).then_some(()) },
+    )
     .await;
-    assert_eq!(mysql_users(&env, coupon).await, accepted_users, "MySQL holds exactly the accepted users");
+    assert_eq!(
+        mysql_users(&env, coupon).await,
+        accepted_users,
+        "MySQL holds exactly the accepted users"
+    );
     assert_eq!(issued_quantity(&env, coupon).await, quantity);
     let some_user = *accepted_users.iter().next().unwrap();
     let (status, body) = app.client.get(&format!("/coupons/{coupon}/issues/{some_user}")).await;
@@ -112,7 +128,10 @@ async fn requests_outside_the_issue_period_or_for_unknown_coupons_are_refused_wi
     let (future, past) = (future["id"].as_i64().unwrap(), past["id"].as_i64().unwrap());
 
     let (status, body) = app.client.issue(future, 1).await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("issue_period_not_started")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("issue_period_not_started"))
+    );
     let (status, body) = app.client.issue(past, 1).await;
     assert_eq!((status, body["error"].as_str()), (409, Some("issue_period_ended")));
     let unknown = future + 1_000_000;
@@ -156,11 +175,22 @@ async fn creating_a_coupon_needs_the_admin_token() {
     assert_eq!(created["issue_end"], "2027-01-01T00:00:00Z");
 
     let disabled = spawn::spawn_app_with(spawn::api_config(&env, None)).await;
-    let response = disabled.client.http.post(format!("{}/coupons", disabled.client.base)).bearer_auth("anything").json(&body).send().await.unwrap();
+    let response = disabled
+        .client
+        .http
+        .post(format!("{}/coupons", disabled.client.base))
+        .bearer_auth("anything")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 403);
     let answer: serde_json::Value = response.json().await.unwrap();
     assert_eq!(answer["error"], "admin_disabled");
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupons").fetch_one(&env.db().await).await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupons")
+        .fetch_one(&env.db().await)
+        .await
+        .unwrap();
     assert_eq!(count, 1, "only the authorised request created a coupon");
     disabled.stop().await;
     app.stop().await;
@@ -183,13 +213,17 @@ async fn an_event_delivered_twice_is_written_once() {
         Some(redis::Value::BulkString(b)) => b.clone(),
         other => panic!("unexpected field {f}: {other:?}"),
     };
-    let _: String = redis.xadd(keys(coupon).events, "*", &[("ev", field("ev")), ("pos", field("pos"))]).await.unwrap();
+    let _: String = redis
+        .xadd(keys(coupon).events, "*", &[("ev", field("ev")), ("pos", field("pos"))])
+        .await
+        .unwrap();
 
     let consumer = spawn::spawn_consumer(&env, "dup").await;
     wait::until(Duration::from_secs(20), "both entries to be acked", || {
         let mut redis = redis.clone();
         async move {
-            let pending: redis::streams::StreamPendingReply = redis.xpending(keys(coupon).events, "coupon-issuers").await.ok()?;
+            let pending: redis::streams::StreamPendingReply =
+                redis.xpending(keys(coupon).events, "coupon-issuers").await.ok()?;
             let info: redis::streams::StreamInfoGroupsReply = redis.xinfo_groups(keys(coupon).events).await.ok()?;
             let read_all = info.groups.first()?.entries_read == Some(2);
             (read_all && pending.count() == 0).then_some(())
@@ -197,8 +231,44 @@ async fn an_event_delivered_twice_is_written_once() {
     })
     .await;
     assert_eq!(mysql_users(&env, coupon).await, HashSet::from([77]));
-    assert_eq!(issued_quantity(&env, coupon).await, 1, "the redelivery did not count twice");
+    assert_eq!(
+        issued_quantity(&env, coupon).await,
+        1,
+        "the redelivery did not count twice"
+    );
     consumer.stop().await;
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_new_coupon_starts_empty_even_if_redis_holds_leftovers_under_its_id() {
+    let env = Env::shared();
+    let app = spawn::spawn_app(&env).await;
+    let db = env.db().await;
+    let database = env.database_url.rsplit('/').next().unwrap().to_string();
+    // MariaDB and MySQL 8 may cache this; ANALYZE makes it current.
+    sqlx::query("ANALYZE TABLE coupons").execute(&db).await.unwrap();
+    let next: u64 = sqlx::query_scalar(
+        "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'coupons'",
+    )
+    .bind(&database)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    // Leftovers of a database that was reset while Redis was not: a full set.
+    let mut redis = env.redis().await;
+    let next = i64::try_from(next).unwrap();
+    let stale = keys(next);
+    let () = redis.sadd(&stale.issued, &[1, 2, 3]).await.unwrap();
+    let () = redis.hset(&stale.meta, "total_quantity", 3).await.unwrap();
+
+    let coupon = app.client.create_open_coupon(3).await;
+    assert_eq!(coupon, next);
+    let (status, body) = app.client.issue(coupon, 1).await;
+    assert_eq!((status, body["position"].as_i64()), (202, Some(1)), "{body}");
+    let (_, view) = app.client.get(&format!("/coupons/{coupon}")).await;
+    assert_eq!(view["issued_quantity"], 1);
     app.stop().await;
     env.cleanup().await;
 }

@@ -87,7 +87,7 @@ pub async fn create(
     let coupon = store::insert_coupon(&app.db, &name, total, start, end).await?;
     // The coupon exists once MySQL has it; if Redis is down now, the first
     // request for it rebuilds its state, so a failure here is not the client's.
-    if let Err(err) = app.rebuild(&coupon).await {
+    if let Err(err) = crate::state::publish_new(&mut app.redis(), &app.db, &coupon, app.rebuild_wait).await {
         tracing::warn!(coupon = %coupon.id, %err, "coupon created, Redis state deferred to first use");
     }
     let body = CouponBody::from(&coupon);
