@@ -1,7 +1,7 @@
 //! The shared application state and the one lookup every coupon route starts
 //! with: cache, then Redis, then (rarely, once) MySQL with a state rebuild.
 
-use crate::cache::CouponCache;
+use crate::cache::{Cached, CouponCache};
 use crate::error::ApiError;
 use crate::script::IssueScript;
 use crate::{state, store};
@@ -44,7 +44,7 @@ impl AppState {
     /// The coupon's metadata, from the cache when possible. Only a coupon that
     /// Redis does not know costs a MySQL query, one at a time per process; if
     /// MySQL has it, its Redis state is rebuilt before it is returned.
-    pub async fn coupon(&self, id: CouponId) -> Result<Arc<Coupon>, ApiError> {
+    pub async fn coupon(&self, id: CouponId) -> Result<Arc<Cached>, ApiError> {
         if let Some(coupon) = self.cache.get(id) {
             return Ok(coupon);
         }

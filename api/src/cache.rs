@@ -6,7 +6,7 @@
 //! a flood of requests for an unknown id costs one MySQL query a second at most.
 //! Metadata never changes after creation, so positive entries never expire.
 
-use shared::{Coupon, CouponId};
+use shared::{Coupon, CouponId, CouponKeys};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -16,23 +16,40 @@ const MISSING_TTL: Duration = Duration::from_secs(1);
 /// Bound on remembered missing ids, against a scan of random ids.
 const MISSING_MAX: usize = 100_000;
 
+/// A cached coupon with its Redis key names, built once rather than per request.
+#[derive(Debug)]
+pub struct Cached {
+    pub coupon: Coupon,
+    pub keys: CouponKeys,
+}
+
+impl std::ops::Deref for Cached {
+    type Target = Coupon;
+    fn deref(&self) -> &Coupon {
+        &self.coupon
+    }
+}
+
 #[derive(Default)]
 pub struct CouponCache {
-    known: RwLock<HashMap<CouponId, Arc<Coupon>>>,
+    known: RwLock<HashMap<CouponId, Arc<Cached>>>,
     missing: RwLock<HashMap<CouponId, Instant>>,
     /// Serialises MySQL lookups so a burst of misses makes one query.
     pub loading: tokio::sync::Mutex<()>,
 }
 
 impl CouponCache {
-    pub fn get(&self, id: CouponId) -> Option<Arc<Coupon>> {
+    pub fn get(&self, id: CouponId) -> Option<Arc<Cached>> {
         // A poisoned lock only means a panic elsewhere mid-insert; the map is fine.
         let known = self.known.read().unwrap_or_else(|e| e.into_inner());
         known.get(&id).cloned()
     }
 
-    pub fn insert(&self, coupon: Coupon) -> Arc<Coupon> {
-        let coupon = Arc::new(coupon);
+    pub fn insert(&self, coupon: Coupon) -> Arc<Cached> {
+        let coupon = Arc::new(Cached {
+            keys: CouponKeys::new(coupon.id),
+            coupon,
+        });
         let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
         known.insert(coupon.id, coupon.clone());
         self.missing

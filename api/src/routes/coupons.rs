@@ -10,7 +10,7 @@ use axum::Json;
 use chrono::{DateTime, FixedOffset, Utc};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
-use shared::{Coupon, CouponKeys};
+use shared::Coupon;
 use utoipa::ToSchema;
 
 /// A new coupon.
@@ -153,7 +153,7 @@ fn validate(new: NewCoupon) -> Result<(String, i64, DateTime<Utc>, DateTime<Utc>
     ))]
 pub async fn get(State(app): State<AppState>, ids: Ids) -> Result<Json<CouponWithCounts>, ApiError> {
     let coupon = app.coupon(ids.coupon).await?;
-    let keys = CouponKeys::new(coupon.id);
+    let keys = &coupon.keys;
     let mut redis = app.redis();
     let (meta_present, mut issued): (bool, i64) = redis::pipe()
         .exists(&keys.meta)
@@ -165,7 +165,7 @@ pub async fn get(State(app): State<AppState>, ids: Ids) -> Result<Json<CouponWit
         issued = redis.scard(&keys.issued).await?;
     }
     Ok(Json(CouponWithCounts {
-        coupon: CouponBody::from(coupon.as_ref()),
+        coupon: CouponBody::from(&coupon.coupon),
         issued_quantity: issued,
         remaining: coupon.total_quantity - issued,
     }))

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared::{CouponId, CouponKeys, IssueEvent, Period, UserId};
+use shared::{CouponId, IssueEvent, Period, UserId};
 use utoipa::ToSchema;
 
 /// Who asks for the coupon.
@@ -104,12 +104,12 @@ async fn decide(
         trace: shared::telemetry::inject_context(&tracing::Span::current()),
     }
     .encode();
-    let keys = CouponKeys::new(coupon.id);
+    let keys = &coupon.keys;
     let mut redis = app.redis();
-    let mut decision = app.script.run(&mut redis, &keys, request.user_id, &event).await?;
+    let mut decision = app.script.run(&mut redis, keys, request.user_id, &event).await?;
     if decision == Decision::StateMissing {
         app.rebuild(&coupon).await?;
-        decision = app.script.run(&mut redis, &keys, request.user_id, &event).await?;
+        decision = app.script.run(&mut redis, keys, request.user_id, &event).await?;
     }
     match decision {
         Decision::Accepted { position } => Ok((coupon.id, request.user_id, position)),
@@ -136,7 +136,7 @@ pub async fn status(State(app): State<AppState>, ids: Ids) -> Result<Json<IssueS
     if let Some(issued_at) = store::issued_at(&app.db, coupon.id, user).await? {
         return Ok(Json(IssueStatus::Issued { issued_at }));
     }
-    let keys = CouponKeys::new(coupon.id);
+    let keys = &coupon.keys;
     let (reason, accepted): (Option<String>, bool) = redis::pipe()
         .hget(&keys.failed, user.get())
         .sismember(&keys.issued, user.get())
