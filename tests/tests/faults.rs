@@ -800,8 +800,6 @@ async fn mysql_holds_the_quantity_on_its_own_when_redis_forgets_users_a_consumer
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "consumer bug: a batch retried after a MySQL error buries its poison entries again \
-            (worker/handle.rs puts every entry of the stream back, buried ones included)"]
 async fn a_poison_entry_is_dead_lettered_once_even_when_its_batch_is_retried() {
     let _serial = SERIAL.lock().await;
     let mut rig = Rig::start().await;

@@ -1,12 +1,16 @@
 //! Handling a fetched batch: decode, write to MySQL, bury what can never be
 //! written, ack the rest, with the spans that join each event to its request.
+//!
+//! Every entry leaves the batch the moment it is buried or acked, so a retry
+//! after an error (MySQL down, an ack that failed) handles only what is left and
+//! never buries an entry twice.
 
 use super::{Batch, Outcome, Worker, WorkerError};
 use crate::dead_letter;
 use crate::store::{self, Written};
 use crate::streams::{self, Entry};
-use shared::{CouponId, CouponKeys, IssueEvent};
-use std::collections::BTreeMap;
+use shared::{CouponId, CouponKeys, IssueEvent, UserId};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -16,7 +20,7 @@ impl Worker {
     pub async fn handle(&mut self, batch: &mut Batch) -> Result<Outcome, WorkerError> {
         let mut outcome = Outcome::default();
         if batch.reclaimed {
-            self.bury_overdelivered(batch, &mut outcome).await?;
+            self.bury_overdelivered(&mut batch.entries, &mut outcome).await?;
             batch.reclaimed = false;
         }
         let mut by_stream: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
@@ -24,8 +28,8 @@ impl Worker {
             by_stream.entry(entry.stream.clone()).or_default().push(entry);
         }
         let mut groups = by_stream.into_iter();
-        while let Some((stream, entries)) = groups.next() {
-            if let Err(err) = self.handle_stream(&stream, &entries, &mut outcome).await {
+        while let Some((stream, mut entries)) = groups.next() {
+            if let Err(err) = self.handle_stream(&stream, &mut entries, &mut outcome).await {
                 batch.entries = entries.into_iter().chain(groups.flat_map(|(_, e)| e)).collect();
                 return Err(err);
             }
@@ -33,100 +37,63 @@ impl Worker {
         Ok(outcome)
     }
 
-    async fn bury_overdelivered(&mut self, batch: &mut Batch, outcome: &mut Outcome) -> Result<(), WorkerError> {
-        let mut keep = Vec::with_capacity(batch.entries.len());
-        let mut counts = std::collections::HashMap::new();
-        let streams_in_batch: Vec<String> = batch
-            .entries
-            .iter()
-            .map(|e| e.stream.clone())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        for stream in streams_in_batch {
-            let ids: Vec<&str> = batch
-                .entries
-                .iter()
-                .filter(|e| e.stream == stream)
-                .map(|e| e.id.as_str())
-                .collect();
-            for (id, n) in streams::delivery_counts(&mut self.conn, &self.member, &stream, &ids).await? {
-                counts.insert((stream.clone(), id), n);
+    /// Buries the entries delivered more than `MAX_DELIVERIES` times (they kept
+    /// killing or stalling whoever took them).
+    async fn bury_overdelivered(&mut self, entries: &mut Vec<Entry>, outcome: &mut Outcome) -> Result<(), WorkerError> {
+        let mut ids_by_stream: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for entry in entries.iter() {
+            ids_by_stream.entry(&entry.stream).or_default().push(&entry.id);
+        }
+        let mut counts = HashMap::new();
+        for (stream, ids) in ids_by_stream {
+            for (id, n) in streams::delivery_counts(&mut self.conn, &self.member, stream, &ids).await? {
+                counts.insert((stream.to_string(), id), n);
             }
         }
-        for entry in std::mem::take(&mut batch.entries) {
+        let mut i = 0;
+        while i < entries.len() {
+            let entry = &entries[i];
             let delivered = counts
                 .get(&(entry.stream.clone(), entry.id.clone()))
                 .copied()
                 .unwrap_or(0);
-            if delivered > self.settings.max_deliveries {
-                let Some(coupon) = CouponKeys::coupon_of_events_stream(&entry.stream) else {
-                    continue;
-                };
-                let user = IssueEvent::decode(entry.payload.as_deref(), entry.position.as_deref())
-                    .ok()
-                    .map(|e| e.user_id);
-                dead_letter::bury(
-                    &mut self.conn,
-                    &self.member,
-                    coupon,
-                    &entry,
-                    user,
-                    &format!("delivered {delivered} times"),
-                )
-                .await?;
-                outcome.dead_lettered += 1;
-            } else {
-                keep.push(entry);
+            match CouponKeys::coupon_of_events_stream(&entry.stream) {
+                Some(coupon) if delivered > self.settings.max_deliveries => {
+                    let user = IssueEvent::decode(entry.payload.as_deref(), entry.position.as_deref())
+                        .ok()
+                        .map(|e| e.user_id);
+                    let reason = format!("delivered {delivered} times");
+                    dead_letter::bury(&mut self.conn, &self.member, coupon, entry, user, &reason).await?;
+                    entries.remove(i);
+                    outcome.dead_lettered += 1;
+                }
+                _ => i += 1,
             }
         }
-        batch.entries = keep;
         Ok(())
     }
 
     async fn handle_stream(
         &mut self,
         stream: &str,
-        entries: &[Entry],
+        entries: &mut Vec<Entry>,
         outcome: &mut Outcome,
     ) -> Result<(), WorkerError> {
         let Some(coupon) = CouponKeys::coupon_of_events_stream(stream) else {
+            entries.clear();
             return Ok(());
         };
         let mut events = Vec::with_capacity(entries.len());
-        let mut event_entries = Vec::with_capacity(entries.len());
-        for entry in entries {
-            match IssueEvent::decode(entry.payload.as_deref(), entry.position.as_deref()) {
-                Ok(event) if event.coupon_id == coupon => {
-                    events.push(event);
-                    event_entries.push(entry);
-                }
+        let mut i = 0;
+        while i < entries.len() {
+            match decode_for(coupon, &entries[i]) {
                 Ok(event) => {
-                    let reason = format!(
-                        "wrong_stream: event of coupon {} in stream of coupon {coupon}",
-                        event.coupon_id
-                    );
-                    dead_letter::bury(
-                        &mut self.conn,
-                        &self.member,
-                        coupon,
-                        entry,
-                        Some(event.user_id),
-                        &reason,
-                    )
-                    .await?;
-                    outcome.dead_lettered += 1;
+                    events.push(event);
+                    i += 1;
                 }
-                Err(err) => {
-                    dead_letter::bury(
-                        &mut self.conn,
-                        &self.member,
-                        coupon,
-                        entry,
-                        None,
-                        &format!("undecodable: {err}"),
-                    )
-                    .await?;
+                Err((user, reason)) => {
+                    dead_letter::bury(&mut self.conn, &self.member, coupon, &entries[i], user, &reason).await?;
+                    entries.remove(i);
                     outcome.dead_lettered += 1;
                 }
             }
@@ -134,36 +101,32 @@ impl Worker {
         if events.is_empty() {
             return Ok(());
         }
-        let written = self.write_traced(coupon, stream, &events, &event_entries).await?;
-        let mut refused = vec![false; events.len()];
-        for &(i, refusal) in &written.refused {
-            refused[i] = true;
+        let written = self.write_traced(coupon, stream, &events, entries).await?;
+        // Highest index first, so the indexes still to come stay valid.
+        let mut refused = written.refused.clone();
+        refused.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        for (i, refusal) in refused {
+            let user = Some(events[i].user_id);
             dead_letter::bury(
                 &mut self.conn,
                 &self.member,
                 coupon,
-                event_entries[i],
-                Some(events[i].user_id),
+                &entries[i],
+                user,
                 refusal.reason(),
             )
             .await?;
+            entries.remove(i);
+            outcome.dead_lettered += 1;
         }
-        let ids: Vec<&str> = event_entries
-            .iter()
-            .zip(&refused)
-            .filter(|(_, r)| !**r)
-            .map(|(e, _)| e.id.as_str())
-            .collect();
-        if !ids.is_empty() {
+        if !entries.is_empty() {
+            let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
             streams::ack(&mut self.conn, &self.member, stream, &ids).await?;
+            entries.clear();
         }
-        metrics::counter!(shared::metrics::EVENTS_PROCESSED, "result" => "inserted").increment(written.inserted);
-        metrics::counter!(shared::metrics::EVENTS_PROCESSED, "result" => "duplicate").increment(written.duplicates);
-        metrics::counter!(shared::metrics::EVENTS_PROCESSED, "result" => "dead_lettered")
-            .increment(written.refused.len() as u64);
+        record(&written);
         outcome.inserted += written.inserted;
         outcome.duplicates += written.duplicates;
-        outcome.dead_lettered += written.refused.len();
         Ok(())
     }
 
@@ -175,17 +138,17 @@ impl Worker {
         coupon: CouponId,
         stream: &str,
         events: &[IssueEvent],
-        entries: &[&Entry],
+        entries: &[Entry],
     ) -> Result<Written, WorkerError> {
         let spans: Vec<(tracing::Span, tracing::Span)> = events
             .iter()
             .zip(entries)
             .map(|(event, entry)| {
-                let span = tracing::info_span!("process issue event", otel.kind = "consumer", messaging.system = "redis", messaging.operation.type = "process", messaging.destination.name = %stream, messaging.message.id = %entry.id, coupon.id = coupon.get(), user.id = event.user_id.get(), position = event.position);
+                let span = tracing::info_span!("process issue event", otel.kind = "consumer", otel.status_code = tracing::field::Empty, messaging.system = "redis", messaging.operation.type = "process", messaging.destination.name = %stream, messaging.message.id = %entry.id, coupon.id = coupon.get(), user.id = event.user_id.get(), position = event.position);
                 if !event.trace.is_empty() {
                     let _ = span.set_parent(shared::telemetry::extract_context(&event.trace));
                 }
-                let db_span = tracing::info_span!(parent: &span, "INSERT coupon_issues", otel.kind = "client", db.system = "mysql", db.system.name = "mysql", db.operation.name = "INSERT", db.collection.name = "coupon_issues", db.batch.size = events.len());
+                let db_span = tracing::info_span!(parent: &span, "INSERT coupon_issues", otel.kind = "client", otel.status_code = tracing::field::Empty, db.system = "mysql", db.system.name = "mysql", db.operation.name = "INSERT", db.collection.name = "coupon_issues", db.batch.size = events.len());
                 (span, db_span)
             })
             .collect();
@@ -201,4 +164,28 @@ impl Worker {
         drop(spans);
         Ok(result?)
     }
+}
+
+/// The entry's event, or why it can never be written (and whose it was, if known).
+fn decode_for(coupon: CouponId, entry: &Entry) -> Result<IssueEvent, (Option<UserId>, String)> {
+    match IssueEvent::decode(entry.payload.as_deref(), entry.position.as_deref()) {
+        Ok(event) if event.coupon_id == coupon => Ok(event),
+        Ok(event) => Err((
+            Some(event.user_id),
+            format!(
+                "wrong_stream: event of coupon {} in stream of coupon {coupon}",
+                event.coupon_id
+            ),
+        )),
+        Err(err) => Err((None, format!("undecodable: {err}"))),
+    }
+}
+
+fn record(written: &Written) {
+    let count = |result: &'static str, n: u64| {
+        metrics::counter!(shared::metrics::EVENTS_PROCESSED, "result" => result).increment(n);
+    };
+    count("inserted", written.inserted);
+    count("duplicate", written.duplicates);
+    count("dead_lettered", written.refused.len() as u64);
 }

@@ -6,26 +6,51 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+/// How long a batch in hand may still finish after SIGTERM before it is
+/// abandoned (a MySQL statement stuck on a lock must not hold the exit; the
+/// abandoned entries stay pending and are reclaimed, and the write is idempotent).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Aborts the keep-alive task when the batch it guards is done.
+struct KeepAlive(tokio::task::JoinHandle<()>);
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Worker {
-    /// Keeps the batch's entries ours while we retry it (see [`streams::keep_alive`]).
-    async fn keep_alive(&mut self, batch: &Batch) {
-        let mut by_stream: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    /// Keeps the batch's entries ours for as long as we hold it, on a timer of
+    /// its own: neither a slow MySQL statement nor a long backoff may let them go
+    /// idle long enough for another member to reclaim them from a live consumer
+    /// (see [`streams::keep_alive`]).
+    fn keep_alive(&self, batch: &Batch) -> KeepAlive {
+        let mut by_stream: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for entry in &batch.entries {
             by_stream
-                .entry(entry.stream.as_str())
+                .entry(entry.stream.clone())
                 .or_default()
-                .push(entry.id.as_str());
+                .push(entry.id.clone());
         }
-        for (stream, ids) in by_stream {
-            if let Err(err) = streams::keep_alive(&mut self.conn, &self.member, stream, &ids).await {
-                tracing::debug!(%err, "keep-alive of pending entries failed");
+        let (mut conn, member) = (self.conn.clone(), self.member.clone());
+        let every = self.settings.claim_idle / 3;
+        KeepAlive(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                for (stream, ids) in &by_stream {
+                    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                    if let Err(err) = streams::keep_alive(&mut conn, &member, stream, &ids).await {
+                        tracing::debug!(%err, "keep-alive of pending entries failed");
+                    }
+                }
             }
-        }
+        }))
     }
 
     /// Runs until `shutdown` completes: fetch, handle, retry with backoff. A batch
-    /// in flight at shutdown is finished if it can be, else left pending for the
-    /// others to reclaim.
+    /// in hand at shutdown gets [`SHUTDOWN_GRACE`] to finish, else it is left
+    /// pending for the others to reclaim.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut backoff = Backoff::new(self.settings.claim_idle / 2);
@@ -39,8 +64,22 @@ impl Worker {
             }
         };
         loop {
+            let _keep_alive = (!batch.entries.is_empty()).then(|| self.keep_alive(&batch));
             while !batch.entries.is_empty() {
-                match self.handle(&mut batch).await {
+                let result = {
+                    let handled = self.handle(&mut batch);
+                    tokio::pin!(handled);
+                    tokio::select! {
+                        result = &mut handled => result,
+                        () = &mut shutdown => {
+                            if tokio::time::timeout(SHUTDOWN_GRACE, handled).await.is_err() {
+                                tracing::warn!("abandoning the batch in hand at shutdown; it stays pending and will be reclaimed");
+                            }
+                            return;
+                        }
+                    }
+                };
+                match result {
                     Ok(outcome) => {
                         backoff.reset();
                         tracing::debug!(?outcome, "batch handled");
@@ -49,7 +88,6 @@ impl Worker {
                         error_metric(&err);
                         let delay = backoff.next();
                         tracing::warn!(%err, retry_in_ms = delay.as_millis() as u64, left = batch.entries.len(), "batch failed, will retry it");
-                        self.keep_alive(&batch).await;
                         tokio::select! { () = &mut shutdown => return, () = tokio::time::sleep(delay) => {} }
                     }
                 }
