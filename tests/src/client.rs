@@ -15,7 +15,11 @@ pub type Answer = (u16, Value);
 impl Client {
     pub fn new(base: String, admin_token: Option<String>) -> Self {
         let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
-        Self { base, http, admin_token }
+        Self {
+            base,
+            http,
+            admin_token,
+        }
     }
 
     async fn answer(response: reqwest::Response) -> Answer {
@@ -49,7 +53,15 @@ impl Client {
 
     pub async fn issue(&self, coupon: i64, user: i64) -> Answer {
         let url = format!("{}/coupons/{coupon}/issue", self.base);
-        Self::answer(self.http.post(url).json(&json!({ "user_id": user })).send().await.unwrap()).await
+        Self::answer(
+            self.http
+                .post(url)
+                .json(&json!({ "user_id": user }))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str) -> Answer {

@@ -484,6 +484,8 @@ pub struct ConsumerOptions {
     pub refresh_ms: u64,
     pub max_deliveries: u64,
     pub rust_log: String,
+    /// More variables, e.g. the OpenTelemetry exporter's.
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Default for ConsumerOptions {
@@ -495,6 +497,7 @@ impl Default for ConsumerOptions {
             refresh_ms: 200,
             max_deliveries: 5,
             rust_log: "info".into(),
+            extra_env: Vec::new(),
         }
     }
 }
@@ -516,7 +519,8 @@ impl ConsumerProcess {
             .env("CLAIM_IDLE_MS", options.claim_idle_ms.to_string())
             .env("REFRESH_MS", options.refresh_ms.to_string())
             .env("MAX_DELIVERIES", options.max_deliveries.to_string())
-            .env("RUST_LOG", &options.rust_log);
+            .env("RUST_LOG", &options.rust_log)
+            .envs(options.extra_env.iter().map(|(k, v)| (k, v)));
         Self {
             name: name.to_string(),
             process: BinProcess::spawn(&format!("consumer-{name}"), command),
@@ -564,12 +568,18 @@ pub struct ApiProcess {
 impl ApiProcess {
     /// Starts it and waits until `/healthz` answers.
     pub async fn spawn(env: &Env) -> Self {
+        Self::spawn_with(env, &[]).await
+    }
+
+    /// As [`ApiProcess::spawn`], with more variables (e.g. the OTLP exporter's).
+    pub async fn spawn_with(env: &Env, extra_env: &[(String, String)]) -> Self {
         let port = free_port();
         let mut command = binary_command("coupon-api", env);
         command
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            .envs(extra_env.iter().map(|(k, v)| (k, v)));
         let mut api = Self {
             client: Client::new(format!("http://127.0.0.1:{port}"), Some(ADMIN_TOKEN.into())),
             process: BinProcess::spawn("api", command),

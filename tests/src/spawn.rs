@@ -24,37 +24,56 @@ impl Env {
 
     /// A new database on `mysql_server`, with Redis at `redis_url`.
     pub fn on(redis_url: &str, mysql_server: &str) -> Self {
-        Self { redis_url: redis_url.into(), database_url: format!("{mysql_server}/{}", crate::unique_database()) }
+        Self {
+            redis_url: redis_url.into(),
+            database_url: format!("{mysql_server}/{}", crate::unique_database()),
+        }
     }
 
     pub fn redis_config(&self) -> RedisConfig {
-        RedisConfig { redis_url: self.redis_url.clone(), redis_timeout_ms: 1000 }
+        RedisConfig {
+            redis_url: self.redis_url.clone(),
+            redis_timeout_ms: 1000,
+        }
     }
 
     pub fn database_config(&self) -> DatabaseConfig {
-        DatabaseConfig { database_url: self.database_url.clone(), database_max_connections: 8 }
+        DatabaseConfig {
+            database_url: self.database_url.clone(),
+            database_max_connections: 8,
+        }
     }
 
     pub async fn db(&self) -> MySqlPool {
-        MySqlPool::connect(&self.database_url).await.expect("connecting to the test database")
+        MySqlPool::connect(&self.database_url)
+            .await
+            .expect("connecting to the test database")
     }
 
     pub async fn redis(&self) -> redis::aio::ConnectionManager {
         let client = redis::Client::open(self.redis_url.as_str()).unwrap();
-        redis::aio::ConnectionManager::new(client).await.expect("connecting to the test Redis")
+        redis::aio::ConnectionManager::new(client)
+            .await
+            .expect("connecting to the test Redis")
     }
 
     /// Drops the test's database (best effort).
     pub async fn cleanup(&self) {
         let name = self.database_url.rsplit('/').next().unwrap_or_default().to_string();
         if let Ok(pool) = MySqlPool::connect(&crate::mysql_server_url()).await {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{name}`"))).execute(&pool).await;
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{name}`")))
+                .execute(&pool)
+                .await;
         }
     }
 }
 
 fn no_telemetry() -> TelemetryConfig {
-    TelemetryConfig { otel_exporter_otlp_endpoint: None, otel_exporter_otlp_protocol: "grpc".into(), otel_service_name: None }
+    TelemetryConfig {
+        otel_exporter_otlp_endpoint: None,
+        otel_exporter_otlp_protocol: "grpc".into(),
+        otel_service_name: None,
+    }
 }
 
 /// A running API.
@@ -95,19 +114,28 @@ pub async fn spawn_app_with(config: api::ApiConfig) -> TestApp {
     let app = api::Application::build(&config).await.expect("building the API");
     let addr = app.local_addr().unwrap();
     let pool = MySqlPool::connect(&config.database.database_url).await.unwrap();
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupons").fetch_one(&pool).await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupons")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     if count == 0 {
         let start = rand::random_range(1_000_000_000i64..4_000_000_000_000_000_000);
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ALTER TABLE coupons AUTO_INCREMENT = {start}")))
-            .execute(&pool)
-            .await
-            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE coupons AUTO_INCREMENT = {start}"
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
     }
     let (stop, mut rx) = watch::channel(false);
     let handle = tokio::spawn(app.run_until(async move {
         let _ = rx.wait_for(|s| *s).await;
     }));
-    TestApp { client: Client::new(format!("http://{addr}"), config.admin_token.clone()), stop, handle }
+    TestApp {
+        client: Client::new(format!("http://{addr}"), config.admin_token.clone()),
+        stop,
+        handle,
+    }
 }
 
 /// Consumer settings for tests: small batches, short block and claim times.
@@ -137,7 +165,10 @@ impl TestConsumer {
     /// Stops it as SIGTERM would, and waits until it has.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        tokio::time::timeout(Duration::from_secs(15), self.handle).await.expect("consumer stops").unwrap();
+        tokio::time::timeout(Duration::from_secs(15), self.handle)
+            .await
+            .expect("consumer stops")
+            .unwrap();
     }
 
     pub fn is_running(&self) -> bool {

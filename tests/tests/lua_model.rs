@@ -13,7 +13,9 @@ fn fresh_keys() -> CouponKeys {
 
 async fn connect() -> redis::aio::ConnectionManager {
     let client = redis::Client::open(integration_tests::redis_url()).unwrap();
-    redis::aio::ConnectionManager::new(client).await.expect("the test Redis must be running")
+    redis::aio::ConnectionManager::new(client)
+        .await
+        .expect("the test Redis must be running")
 }
 
 async fn clear(redis: &mut redis::aio::ConnectionManager, keys: &CouponKeys) {
@@ -93,7 +95,10 @@ proptest! {
 async fn a_coupon_whose_redis_state_is_gone_accepts_nobody_until_rebuilt() {
     let mut redis = connect().await;
     let keys = fresh_keys();
-    let decision = IssueScript::default().run(&mut redis, &keys, UserId::new(1).unwrap(), b"e").await.unwrap();
+    let decision = IssueScript::default()
+        .run(&mut redis, &keys, UserId::new(1).unwrap(), b"e")
+        .await
+        .unwrap();
     assert_eq!(decision, Decision::StateMissing);
     let members: i64 = redis.scard(&keys.issued).await.unwrap();
     assert_eq!(members, 0);

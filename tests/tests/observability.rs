@@ -8,7 +8,13 @@ use std::time::Duration;
 
 /// The value of the first sample line starting with `prefix` (name and labels).
 fn sample(metrics: &str, prefix: &str) -> Option<f64> {
-    metrics.lines().find(|l| l.starts_with(prefix))?.rsplit(' ').next()?.parse().ok()
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,7 +24,11 @@ async fn both_metrics_endpoints_expose_values_that_move_during_a_sale() {
     let consumer = spawn::spawn_consumer(&env, "metrics").await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let consumer_metrics = format!("http://{}/metrics", listener.local_addr().unwrap());
-    tokio::spawn(consumer::ops_server::serve(listener, shared::metrics::install(), std::future::pending()));
+    tokio::spawn(consumer::ops_server::serve(
+        listener,
+        shared::metrics::install(),
+        std::future::pending(),
+    ));
 
     let text = |c: &integration_tests::client::Client, url: String| {
         let http = c.http.clone();
@@ -34,22 +44,28 @@ async fn both_metrics_endpoints_expose_values_that_move_during_a_sale() {
     app.client.issue(coupon, 1).await;
 
     let api_metrics = text(&app.client, format!("{}/metrics", app.client.base)).await;
-    assert!(sample(&api_metrics, "coupon_issue_decisions_total{outcome=\"accepted\"}").unwrap() >= accepted_before + 3.0);
+    assert!(
+        sample(&api_metrics, "coupon_issue_decisions_total{outcome=\"accepted\"}").unwrap() >= accepted_before + 3.0
+    );
     assert!(sample(&api_metrics, "coupon_issue_decisions_total{outcome=\"sold_out\"}").unwrap() >= 2.0);
     assert!(sample(&api_metrics, "coupon_issue_decisions_total{outcome=\"already_issued\"}").unwrap() >= 1.0);
     assert!(api_metrics.contains("coupon_http_request_duration_seconds_bucket{method=\"POST\",route=\"/coupons/{coupon_id}/issue\",status=\"202\""));
     assert!(sample(&api_metrics, "coupon_issue_script_duration_seconds_count").unwrap() >= 6.0);
 
     let label = format!("{{coupon=\"{coupon}\"}}");
-    let consumer_text = wait::until(Duration::from_secs(20), "the consumer's metrics to show the sale", || {
-        let (client, url, label) = (app.client.clone(), consumer_metrics.clone(), label.clone());
-        async move {
-            let body = client.http.get(url).send().await.ok()?.text().await.ok()?;
-            let inserted = sample(&body, "coupon_consumer_events_total{result=\"inserted\"}")?;
-            let lag = sample(&body, &format!("coupon_stream_pending{label}"))?;
-            (inserted >= 3.0 && lag == 0.0).then_some(body)
-        }
-    })
+    let consumer_text = wait::until(
+        Duration::from_secs(20),
+        "the consumer's metrics to show the sale",
+        || {
+            let (client, url, label) = (app.client.clone(), consumer_metrics.clone(), label.clone());
+            async move {
+                let body = client.http.get(url).send().await.ok()?.text().await.ok()?;
+                let inserted = sample(&body, "coupon_consumer_events_total{result=\"inserted\"}")?;
+                let lag = sample(&body, &format!("coupon_stream_pending{label}"))?;
+                (inserted >= 3.0 && lag == 0.0).then_some(body)
+            }
+        },
+    )
     .await;
     assert!(sample(&consumer_text, "coupon_consumer_mysql_write_duration_seconds_count").unwrap() >= 1.0);
     assert!(sample(&consumer_text, "coupon_consumer_batch_size_count").unwrap() >= 1.0);
@@ -68,38 +84,104 @@ async fn the_openapi_document_lists_every_route_and_every_status_the_api_answers
     assert_eq!(status, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let documented = |path: &str, method: &str| -> Vec<u16> {
-        let responses = doc["paths"][path][method]["responses"].as_object().unwrap_or_else(|| panic!("{method} {path} undocumented"));
+        let responses = doc["paths"][path][method]["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path} undocumented"));
         responses.keys().map(|k| k.parse().unwrap()).collect()
     };
     let coupon = app.client.create_open_coupon(1).await;
     let issue = format!("/coupons/{coupon}/issue");
     // Every answer observed here must be documented for its operation.
     let observed = [
-        ("/coupons/{coupon_id}/issue", "post", app.client.issue(coupon, 1).await.0),
-        ("/coupons/{coupon_id}/issue", "post", app.client.issue(coupon, 1).await.0),
-        ("/coupons/{coupon_id}/issue", "post", app.client.issue(coupon, 2).await.0),
-        ("/coupons/{coupon_id}/issue", "post", app.client.issue(coupon + 99, 2).await.0),
-        ("/coupons/{coupon_id}/issue", "post", app.client.raw("POST", &issue, Some("application/json"), b"{".to_vec()).await.0),
-        ("/coupons/{coupon_id}/issue", "post", app.client.raw("POST", &issue, None, b"{}".to_vec()).await.0),
-        ("/coupons/{coupon_id}/issue", "post", app.client.raw("POST", &issue, Some("application/json"), b"{}".to_vec()).await.0),
-        ("/coupons/{coupon_id}/issue", "post", app.client.raw("POST", &issue, Some("application/json"), vec![b' '; 20_000]).await.0),
-        ("/coupons/{coupon_id}", "get", app.client.get(&format!("/coupons/{coupon}")).await.0),
+        (
+            "/coupons/{coupon_id}/issue",
+            "post",
+            app.client.issue(coupon, 1).await.0,
+        ),
+        (
+            "/coupons/{coupon_id}/issue",
+            "post",
+            app.client.issue(coupon, 1).await.0,
+        ),
+        (
+            "/coupons/{coupon_id}/issue",
+            "post",
+            app.client.issue(coupon, 2).await.0,
+        ),
+        (
+            "/coupons/{coupon_id}/issue",
+            "post",
+            app.client.issue(coupon + 99, 2).await.0,
+        ),
+        (
+            "/coupons/{coupon_id}/issue",
+            "post",
+            app.client
+                .raw("POST", &issue, Some("application/json"), b"{".to_vec())
+                .await
+                .0,
+        ),
+        (
+            "/coupons/{coupon_id}/issue",
+            "post",
+            app.client.raw("POST", &issue, None, b"{}".to_vec()).await.0,
+        ),
+        (
+            "/coupons/{coupon_id}/issue",
+            "post",
+            app.client
+                .raw("POST", &issue, Some("application/json"), b"{}".to_vec())
+                .await
+                .0,
+        ),
+        (
+            "/coupons/{coupon_id}/issue",
+            "post",
+            app.client
+                .raw("POST", &issue, Some("application/json"), vec![b' '; 20_000])
+                .await
+                .0,
+        ),
+        (
+            "/coupons/{coupon_id}",
+            "get",
+            app.client.get(&format!("/coupons/{coupon}")).await.0,
+        ),
         ("/coupons/{coupon_id}", "get", app.client.get("/coupons/0").await.0),
-        ("/coupons/{coupon_id}/issues/{user_id}", "get", app.client.get(&format!("/coupons/{coupon}/issues/1")).await.0),
-        ("/coupons/{coupon_id}/issues/{user_id}", "get", app.client.get(&format!("/coupons/{coupon}/issues/2")).await.0),
-        ("/coupons", "post", app.client.create_coupon(serde_json::json!({})).await.0),
+        (
+            "/coupons/{coupon_id}/issues/{user_id}",
+            "get",
+            app.client.get(&format!("/coupons/{coupon}/issues/1")).await.0,
+        ),
+        (
+            "/coupons/{coupon_id}/issues/{user_id}",
+            "get",
+            app.client.get(&format!("/coupons/{coupon}/issues/2")).await.0,
+        ),
+        (
+            "/coupons",
+            "post",
+            app.client.create_coupon(serde_json::json!({})).await.0,
+        ),
         ("/healthz", "get", app.client.get("/healthz").await.0),
         ("/readyz", "get", app.client.get("/readyz").await.0),
         ("/metrics", "get", app.client.get("/metrics").await.0),
     ];
     for (path, method, status) in observed {
-        assert!(documented(path, method).contains(&status), "{method} {path} answered {status}, which is not documented");
+        assert!(
+            documented(path, method).contains(&status),
+            "{method} {path} answered {status}, which is not documented"
+        );
     }
     for (path, method) in [("/coupons/{coupon_id}/issue", "post"), ("/coupons", "post")] {
         for (code, response) in doc["paths"][path][method]["responses"].as_object().unwrap() {
             if code.starts_with('4') || code.starts_with('5') {
                 let schema = &response["content"]["application/json"]["schema"]["$ref"];
-                assert_eq!(schema, &Value::from("#/components/schemas/ErrorBody"), "{method} {path} {code}");
+                assert_eq!(
+                    schema,
+                    &Value::from("#/components/schemas/ErrorBody"),
+                    "{method} {path} {code}"
+                );
             }
         }
     }
