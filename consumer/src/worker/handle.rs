@@ -104,7 +104,7 @@ impl Worker {
         let written = self.write_traced(coupon, stream, &events, entries).await?;
         // Highest index first, so the indexes still to come stay valid.
         let mut refused = written.refused.clone();
-        refused.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        refused.sort_unstable_by_key(|&(i, _)| std::cmp::Reverse(i));
         for (i, refusal) in refused {
             let user = Some(events[i].user_id);
             dead_letter::bury(
