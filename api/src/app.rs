@@ -5,8 +5,8 @@ use crate::cache::{Cached, CouponCache};
 use crate::error::ApiError;
 use crate::script::IssueScript;
 use crate::{state, store};
-use redis::aio::ConnectionManager;
 use shared::metrics::PrometheusHandle;
+use shared::redis_conn::RedisConn;
 use shared::{Coupon, CouponId};
 use sqlx::MySqlPool;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ pub struct AppState(pub Arc<Inner>);
 
 pub struct Inner {
     /// Multiplexed, auto-reconnecting; every handler shares it.
-    pub redis: ConnectionManager,
+    pub redis: RedisConn,
     pub db: MySqlPool,
     pub cache: CouponCache,
     pub script: IssueScript,
@@ -37,7 +37,7 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn redis(&self) -> ConnectionManager {
+    pub fn redis(&self) -> RedisConn {
         self.redis.clone()
     }
 

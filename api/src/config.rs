@@ -37,7 +37,7 @@ impl ApiConfig {
             self.listen_addr,
             if self.admin_token.is_some() { "set" } else { "unset" },
             self.request_timeout_ms,
-            mask_url(&self.redis.redis_url),
+            self.redis.describe(),
             self.redis.redis_timeout_ms,
             mask_url(&self.database.database_url),
             self.database.database_max_connections,

@@ -1,7 +1,6 @@
 //! The issue Lua script (`lua/issue.lua`): loaded once, called by EVALSHA,
 //! reloaded by redis-rs when Redis answers NOSCRIPT (after a restart or flush).
 
-use redis::aio::ConnectionManager;
 use shared::{CouponKeys, UserId};
 
 /// What the script decided.
@@ -38,7 +37,7 @@ impl IssueScript {
     #[tracing::instrument(name = "EVALSHA issue", skip_all, fields(db.system.name = "redis", db.system = "redis", db.operation.name = "EVALSHA", otel.kind = "client"))]
     pub async fn run(
         &self,
-        redis: &mut ConnectionManager,
+        redis: &mut impl redis::aio::ConnectionLike,
         keys: &CouponKeys,
         user: UserId,
         event: &[u8],

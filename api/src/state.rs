@@ -8,8 +8,8 @@
 use crate::error::ApiError;
 use crate::store;
 use chrono::{DateTime, TimeZone, Utc};
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
+use shared::redis_conn::RedisConn;
 use shared::{Coupon, CouponId, CouponKeys};
 use sqlx::MySqlPool;
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ const LOCK_TTL_MS: u64 = 30_000;
 const CHUNK: usize = 1_000;
 
 /// The coupon as Redis stores it in its metadata hash, if the hash is there.
-pub async fn load_meta(redis: &mut ConnectionManager, id: CouponId) -> Result<Option<Coupon>, ApiError> {
+pub async fn load_meta(redis: &mut RedisConn, id: CouponId) -> Result<Option<Coupon>, ApiError> {
     let fields: HashMap<String, String> = redis.hgetall(&CouponKeys::new(id).meta).await?;
     Ok(parse_meta(id, &fields))
 }
@@ -43,7 +43,7 @@ fn parse_meta(id: CouponId, fields: &HashMap<String, String>) -> Option<Coupon> 
 /// reset while Redis was not) is dropped first; it would otherwise count against
 /// the new coupon's quantity.
 pub async fn publish_new(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     db: &MySqlPool,
     coupon: &Coupon,
     wait: Duration,
@@ -58,12 +58,7 @@ pub async fn publish_new(
 /// Rebuilds the coupon's Redis state from MySQL, once across all instances:
 /// the lock holder refills the set and then writes the metadata; the others wait
 /// until the metadata is back. Safe to repeat (SADD and HSET are idempotent).
-pub async fn rebuild(
-    redis: &mut ConnectionManager,
-    db: &MySqlPool,
-    coupon: &Coupon,
-    wait: Duration,
-) -> Result<(), ApiError> {
+pub async fn rebuild(redis: &mut RedisConn, db: &MySqlPool, coupon: &Coupon, wait: Duration) -> Result<(), ApiError> {
     let keys = CouponKeys::new(coupon.id);
     let token = format!(
         "{}-{}",
@@ -93,12 +88,7 @@ pub async fn rebuild(
     result
 }
 
-async fn refill(
-    redis: &mut ConnectionManager,
-    db: &MySqlPool,
-    coupon: &Coupon,
-    keys: &CouponKeys,
-) -> Result<(), ApiError> {
+async fn refill(redis: &mut RedisConn, db: &MySqlPool, coupon: &Coupon, keys: &CouponKeys) -> Result<(), ApiError> {
     let users = store::issued_users(db, coupon.id).await?;
     for chunk in users.chunks(CHUNK) {
         let _: () = redis.sadd(&keys.issued, chunk).await?;
@@ -120,7 +110,7 @@ async fn refill(
     Ok(())
 }
 
-async fn wait_for_meta(redis: &mut ConnectionManager, keys: &CouponKeys, wait: Duration) -> Result<(), ApiError> {
+async fn wait_for_meta(redis: &mut RedisConn, keys: &CouponKeys, wait: Duration) -> Result<(), ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
     while tokio::time::Instant::now() < deadline {
         let present: bool = redis.exists(&keys.meta).await?;

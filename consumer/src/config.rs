@@ -100,7 +100,7 @@ impl ConsumerConfig {
             self.block_ms,
             self.claim_idle_ms,
             self.max_deliveries,
-            mask_url(&self.redis.redis_url),
+            self.redis.describe(),
             mask_url(&self.database.database_url),
             self.database.database_max_connections,
             self.telemetry.otel_exporter_otlp_endpoint.as_deref().unwrap_or("unset"),

@@ -5,17 +5,17 @@
 //! one MULTI on one slot: an entry is never both dead and pending, nor lost.
 
 use crate::streams::{Entry, Member};
-use redis::aio::ConnectionManager;
 use redis::streams::StreamRangeReply;
 use redis::{RedisResult, Value};
 use serde::Serialize;
 use shared::event::{FIELD_EVENT, FIELD_POSITION};
+use shared::redis_conn::RedisConn;
 use shared::{CouponId, CouponKeys, UserId};
 
 /// Moves `entry` to its coupon's dead-letter stream with `reason`, records the
 /// user (when known) as failed, and acks the original entry.
 pub async fn bury(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     member: &Member,
     coupon: CouponId,
     entry: &Entry,
@@ -68,7 +68,7 @@ pub struct DeadLetter {
 }
 
 /// The dead letters of `coupon`, oldest first.
-pub async fn list(conn: &mut ConnectionManager, coupon: CouponId) -> RedisResult<Vec<DeadLetter>> {
+pub async fn list(conn: &mut RedisConn, coupon: CouponId) -> RedisResult<Vec<DeadLetter>> {
     let range: StreamRangeReply = redis::cmd("XRANGE")
         .arg(CouponKeys::new(coupon).dead)
         .arg("-")
@@ -104,7 +104,7 @@ pub async fn list(conn: &mut ConnectionManager, coupon: CouponId) -> RedisResult
 /// Puts dead letters of `coupon` back on its events stream (all, or the one
 /// with `only` as id) and clears their users' `failed` mark, atomically each.
 /// Returns how many were replayed.
-pub async fn replay(conn: &mut ConnectionManager, coupon: CouponId, only: Option<&str>) -> RedisResult<usize> {
+pub async fn replay(conn: &mut RedisConn, coupon: CouponId, only: Option<&str>) -> RedisResult<usize> {
     let keys = CouponKeys::new(coupon);
     let mut replayed = 0;
     for letter in list(conn, coupon).await? {

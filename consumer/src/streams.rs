@@ -2,10 +2,10 @@
 //! keep-alives and trimming. Every command names one stream (one cluster slot),
 //! except the multi-stream XREADGROUP.
 
-use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
 use redis::{RedisResult, Value};
 use shared::event::{FIELD_EVENT, FIELD_POSITION};
+use shared::redis_conn::RedisConn;
 
 /// One entry as read from a stream, before decoding.
 #[derive(Clone, Debug)]
@@ -47,7 +47,7 @@ pub fn is_nogroup(err: &redis::RedisError) -> bool {
 
 /// Creates the group on `stream` (and the stream) if missing. Reading from `0`
 /// means entries written before the group existed are not skipped.
-pub async fn ensure_group(conn: &mut ConnectionManager, member: &Member, stream: &str) -> RedisResult<()> {
+pub async fn ensure_group(conn: &mut RedisConn, member: &Member, stream: &str) -> RedisResult<()> {
     let created: RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(stream)
@@ -62,24 +62,55 @@ pub async fn ensure_group(conn: &mut ConnectionManager, member: &Member, stream:
     }
 }
 
-/// Reads up to `count` new entries across `streams`, blocking up to `block_ms`.
+/// How long a cluster-mode read pauses when every stream was empty.
+const CLUSTER_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Reads up to `count` new entries across `streams`. Standalone: one
+/// XREADGROUP over all streams, blocking up to `block_ms`. Cluster: the streams
+/// live in different slots (one per coupon), so each is read on its own, without
+/// BLOCK (a blocked read would hold its node's connection for every command
+/// behind it), pausing briefly when all were empty.
 pub async fn read_new(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     member: &Member,
     streams: &[String],
     count: usize,
     block_ms: u64,
+) -> RedisResult<Vec<Entry>> {
+    if !conn.is_cluster() {
+        return xreadgroup(conn, member, streams, count, Some(block_ms)).await;
+    }
+    let mut entries = Vec::new();
+    for stream in streams {
+        if entries.len() >= count {
+            break;
+        }
+        let want = count - entries.len();
+        entries.extend(xreadgroup(conn, member, std::slice::from_ref(stream), want, None).await?);
+    }
+    if entries.is_empty() {
+        tokio::time::sleep(CLUSTER_POLL.min(std::time::Duration::from_millis(block_ms))).await;
+    }
+    Ok(entries)
+}
+
+async fn xreadgroup(
+    conn: &mut RedisConn,
+    member: &Member,
+    streams: &[String],
+    count: usize,
+    block_ms: Option<u64>,
 ) -> RedisResult<Vec<Entry>> {
     let mut cmd = redis::cmd("XREADGROUP");
     cmd.arg("GROUP")
         .arg(&member.group)
         .arg(&member.name)
         .arg("COUNT")
-        .arg(count)
-        .arg("BLOCK")
-        .arg(block_ms)
-        .arg("STREAMS");
-    cmd.arg(streams);
+        .arg(count);
+    if let Some(block_ms) = block_ms {
+        cmd.arg("BLOCK").arg(block_ms);
+    }
+    cmd.arg("STREAMS").arg(streams);
     for _ in streams {
         cmd.arg(">");
     }
@@ -98,7 +129,7 @@ pub async fn read_new(
 /// them (XAUTOCLAIM, cursor followed to the end or until `count`). Returns the
 /// entries and how many ids Redis reported deleted (dropped from the PEL by Redis).
 pub async fn autoclaim(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     member: &Member,
     stream: &str,
     min_idle_ms: u64,
@@ -129,12 +160,7 @@ pub async fn autoclaim(
 
 /// This member's own pending entries of `stream` (left by an earlier run under
 /// the same name), claimed back with their data.
-pub async fn own_pending(
-    conn: &mut ConnectionManager,
-    member: &Member,
-    stream: &str,
-    count: usize,
-) -> RedisResult<Vec<Entry>> {
+pub async fn own_pending(conn: &mut RedisConn, member: &Member, stream: &str, count: usize) -> RedisResult<Vec<Entry>> {
     let pending: StreamPendingCountReply = redis::cmd("XPENDING")
         .arg(stream)
         .arg(&member.group)
@@ -165,7 +191,7 @@ pub async fn own_pending(
 
 /// How many times each of `ids` (pending with this member) was delivered.
 pub async fn delivery_counts(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     member: &Member,
     stream: &str,
     ids: &[&str],
@@ -200,7 +226,7 @@ pub fn cmp_ids(a: &str, b: &str) -> std::cmp::Ordering {
 /// Resets the idle time of entries this member is still working on (XCLAIM
 /// JUSTID does not count a delivery), so that a live member retrying through a
 /// MySQL outage is not mistaken for a dead one.
-pub async fn keep_alive(conn: &mut ConnectionManager, member: &Member, stream: &str, ids: &[&str]) -> RedisResult<()> {
+pub async fn keep_alive(conn: &mut RedisConn, member: &Member, stream: &str, ids: &[&str]) -> RedisResult<()> {
     let _: Value = redis::cmd("XCLAIM")
         .arg(stream)
         .arg(&member.group)
@@ -214,7 +240,7 @@ pub async fn keep_alive(conn: &mut ConnectionManager, member: &Member, stream: &
 }
 
 /// Acknowledges `ids` of `stream`.
-pub async fn ack(conn: &mut ConnectionManager, member: &Member, stream: &str, ids: &[&str]) -> RedisResult<()> {
+pub async fn ack(conn: &mut RedisConn, member: &Member, stream: &str, ids: &[&str]) -> RedisResult<()> {
     let _: i64 = redis::cmd("XACK")
         .arg(stream)
         .arg(&member.group)
@@ -227,7 +253,7 @@ pub async fn ack(conn: &mut ConnectionManager, member: &Member, stream: &str, id
 /// The stream's length and its pending count in our group, and trims entries
 /// every member of the group is done with: below the oldest pending entry and
 /// below the group's last delivered id, so nothing pending or unread goes.
-pub async fn trim(conn: &mut ConnectionManager, member: &Member, stream: &str) -> RedisResult<(u64, u64)> {
+pub async fn trim(conn: &mut RedisConn, member: &Member, stream: &str) -> RedisResult<(u64, u64)> {
     let groups: redis::streams::StreamInfoGroupsReply =
         redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(conn).await?;
     let Some(group) = groups.groups.into_iter().find(|g| g.name == member.group) else {

@@ -10,6 +10,10 @@ pub struct RedisConfig {
     /// The Redis server (standalone).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    /// Redis Cluster seed nodes, comma-separated (`redis://10.0.0.1:6379,redis://10.0.0.2:6379`);
+    /// when set, the cluster is used and `REDIS_URL` is ignored.
+    #[arg(long, env = "REDIS_CLUSTER_URLS")]
+    pub redis_cluster_urls: Option<String>,
     /// How long a Redis command may take before the caller gives up (ms).
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 1000)]
     pub redis_timeout_ms: u64,
@@ -18,6 +22,30 @@ pub struct RedisConfig {
 impl RedisConfig {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    /// The cluster's seed nodes, if a cluster is configured.
+    pub fn cluster_seeds(&self) -> Option<Vec<String>> {
+        let seeds: Vec<String> = self
+            .redis_cluster_urls
+            .as_deref()?
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        (!seeds.is_empty()).then_some(seeds)
+    }
+
+    /// Where Redis is, for the start-up log line (passwords masked).
+    pub fn describe(&self) -> String {
+        match &self.redis_cluster_urls {
+            Some(urls) if self.cluster_seeds().is_some() => {
+                let masked: Vec<String> = urls.split(',').map(|u| mask_url(u.trim())).collect();
+                format!("cluster({})", masked.join(","))
+            }
+            _ => mask_url(&self.redis_url),
+        }
     }
 }
 

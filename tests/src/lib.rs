@@ -6,10 +6,12 @@
 //! - [`spawn`]: the API and consumers, in-process, on free ports.
 //! - [`client`]: a small HTTP client for the contract's endpoints.
 //! - [`otlp`]: a real OTLP/HTTP receiver that decodes exported spans.
+//! - [`cluster`]: a private three-master Redis Cluster with one replica.
 //! - [`servers`]: private `redis-server` / `mariadbd` processes for fault tests.
 //! - [`wait`]: polling for a condition with a deadline (never a bare sleep).
 
 pub mod client;
+pub mod cluster;
 pub mod otlp;
 pub mod servers;
 pub mod spawn;

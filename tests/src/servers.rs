@@ -93,15 +93,23 @@ pub struct PrivateRedis {
     port: u16,
     child: Option<Child>,
     dir: TempDir,
+    /// More `redis-server` arguments (e.g. cluster mode).
+    extra_args: Vec<String>,
 }
 
 impl PrivateRedis {
     /// Starts it and waits until it answers PING.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// As [`PrivateRedis::start`], with more `redis-server` arguments.
+    pub async fn start_with(extra_args: &[&str]) -> Self {
         let mut redis = Self {
             port: 0,
             child: None,
             dir: TempDir::new("redis"),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         for _ in 0..5 {
             redis.port = free_port();
@@ -120,6 +128,10 @@ impl PrivateRedis {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The server's process id while it runs (for SIGSTOP/SIGCONT).
@@ -151,6 +163,7 @@ impl PrivateRedis {
             "--daemonize",
             "no",
         ]);
+        command.args(&self.extra_args);
         spawn_logged(command, &self.log())
     }
 
@@ -399,6 +412,7 @@ fn binary_command(name: &str, env: &Env) -> Command {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("REDIS_URL", &env.redis_url)
+        .envs(env.redis_cluster_urls.iter().map(|urls| ("REDIS_CLUSTER_URLS", urls)))
         .env("DATABASE_URL", &env.database_url);
     command
 }
@@ -593,6 +607,7 @@ impl ApiProcess {
             );
             let health = api.client.http.get(format!("{}/healthz", api.client.base)).send().await;
             if health.is_ok_and(|r| r.status().is_success()) {
+                crate::spawn::randomize_coupon_ids(&env.database_url).await;
                 return api;
             }
             assert!(

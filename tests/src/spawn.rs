@@ -13,6 +13,8 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 #[derive(Clone, Debug)]
 pub struct Env {
     pub redis_url: String,
+    /// Seed nodes when the test runs against a Redis Cluster.
+    pub redis_cluster_urls: Option<String>,
     pub database_url: String,
 }
 
@@ -26,13 +28,23 @@ impl Env {
     pub fn on(redis_url: &str, mysql_server: &str) -> Self {
         Self {
             redis_url: redis_url.into(),
+            redis_cluster_urls: None,
             database_url: format!("{mysql_server}/{}", crate::unique_database()),
+        }
+    }
+
+    /// A new database on `mysql_server`, with the Redis Cluster of `seeds`.
+    pub fn on_cluster(seeds: &[String], mysql_server: &str) -> Self {
+        Self {
+            redis_cluster_urls: Some(seeds.join(",")),
+            ..Self::on(&seeds[0], mysql_server)
         }
     }
 
     pub fn redis_config(&self) -> RedisConfig {
         RedisConfig {
             redis_url: self.redis_url.clone(),
+            redis_cluster_urls: self.redis_cluster_urls.clone(),
             redis_timeout_ms: 1000,
         }
     }
@@ -110,10 +122,10 @@ pub async fn spawn_app(env: &Env) -> TestApp {
     spawn_app_with(api_config(env, Some(ADMIN_TOKEN))).await
 }
 
-pub async fn spawn_app_with(config: api::ApiConfig) -> TestApp {
-    let app = api::Application::build(&config).await.expect("building the API");
-    let addr = app.local_addr().unwrap();
-    let pool = MySqlPool::connect(&config.database.database_url).await.unwrap();
+/// Moves a fresh database's coupon ids to a random range, so that tests sharing
+/// one Redis never touch each other's keys (they are named by coupon id).
+pub async fn randomize_coupon_ids(database_url: &str) {
+    let pool = MySqlPool::connect(database_url).await.unwrap();
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupons")
         .fetch_one(&pool)
         .await
@@ -127,6 +139,12 @@ pub async fn spawn_app_with(config: api::ApiConfig) -> TestApp {
         .await
         .unwrap();
     }
+}
+
+pub async fn spawn_app_with(config: api::ApiConfig) -> TestApp {
+    let app = api::Application::build(&config).await.expect("building the API");
+    let addr = app.local_addr().unwrap();
+    randomize_coupon_ids(&config.database.database_url).await;
     let (stop, mut rx) = watch::channel(false);
     let handle = tokio::spawn(app.run_until(async move {
         let _ = rx.wait_for(|s| *s).await;

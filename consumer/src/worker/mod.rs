@@ -14,7 +14,7 @@
 use crate::config::ConsumerConfig;
 use crate::store;
 use crate::streams::{self, Entry, Member};
-use redis::aio::ConnectionManager;
+use shared::redis_conn::RedisConn;
 use shared::CouponKeys;
 use sqlx::MySqlPool;
 use std::time::{Duration, Instant};
@@ -72,8 +72,8 @@ impl From<&ConsumerConfig> for Settings {
 pub struct Worker {
     member: Member,
     /// Only for blocking XREADGROUP: a blocked read would stall anything sharing it.
-    reader: ConnectionManager,
-    conn: ConnectionManager,
+    reader: RedisConn,
+    conn: RedisConn,
     db: MySqlPool,
     settings: Settings,
     streams: Vec<String>,
@@ -83,13 +83,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(
-        member: Member,
-        reader: ConnectionManager,
-        conn: ConnectionManager,
-        db: MySqlPool,
-        settings: Settings,
-    ) -> Self {
+    pub fn new(member: Member, reader: RedisConn, conn: RedisConn, db: MySqlPool, settings: Settings) -> Self {
         let now = Instant::now();
         Self {
             member,

@@ -1,0 +1,198 @@
+//! Scale-out (issue #6): two APIs and three consumers on a private Redis Cluster
+//! (three masters, one replica), several coupons, the same guarantees; and a
+//! master failing over to its replica in the middle of a sale.
+
+use futures::stream::{self, StreamExt};
+use integration_tests::client::Client;
+use integration_tests::cluster::PrivateCluster;
+use integration_tests::spawn::{self, Env};
+use integration_tests::wait;
+use shared::{CouponId, CouponKeys};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+async fn mysql_users(env: &Env, coupon: i64) -> HashSet<i64> {
+    let users: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM coupon_issues WHERE coupon_id = ?")
+        .bind(coupon)
+        .fetch_all(&env.db().await)
+        .await
+        .unwrap();
+    users.into_iter().collect()
+}
+
+/// Every (coupon, user) request, spread over the APIs round robin; returns the
+/// accepted (coupon, user, position) and the other answers' status codes.
+async fn sale(apis: &[Client], requests: Vec<(i64, i64)>, in_flight: usize) -> (Vec<(i64, i64, i64)>, Vec<u16>) {
+    let answers: Vec<(i64, i64, u16, serde_json::Value)> = stream::iter(requests.into_iter().enumerate())
+        .map(|(i, (coupon, user))| {
+            let api = apis[i % apis.len()].clone();
+            async move {
+                let (status, body) = api.issue(coupon, user).await;
+                (coupon, user, status, body)
+            }
+        })
+        .buffer_unordered(in_flight)
+        .collect()
+        .await;
+    let mut accepted = Vec::new();
+    let mut others = Vec::new();
+    for (coupon, user, status, body) in answers {
+        if status == 202 {
+            accepted.push((coupon, user, body["position"].as_i64().unwrap()));
+        } else {
+            others.push(status);
+        }
+    }
+    (accepted, others)
+}
+
+async fn drained(env: &Env, coupon: i64, users: &HashSet<i64>) {
+    wait::until(
+        Duration::from_secs(60),
+        "the consumers to write every accepted user",
+        || async { (mysql_users(env, coupon).await == *users).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_apis_and_three_consumers_on_a_cluster_keep_every_guarantee_for_several_coupons() {
+    let cluster = PrivateCluster::start().await;
+    let env = Env::on_cluster(&cluster.seeds(), &integration_tests::mysql_server_url());
+    let (a, b) = (spawn::spawn_app(&env).await, spawn::spawn_app(&env).await);
+    let consumers = [
+        spawn::spawn_consumer(&env, "k1").await,
+        spawn::spawn_consumer(&env, "k2").await,
+        spawn::spawn_consumer(&env, "k3").await,
+    ];
+    let quantity = 50;
+    let mut coupons = Vec::new();
+    for _ in 0..4 {
+        let coupon = a.client.create_open_coupon(quantity).await;
+        // Created on one instance, visible on the other at once.
+        let (status, view) = b.client.get(&format!("/coupons/{coupon}")).await;
+        assert_eq!((status, view["remaining"].as_i64()), (200, Some(quantity)), "{view}");
+        coupons.push(coupon);
+    }
+    let requests: Vec<(i64, i64)> = (0..2)
+        .flat_map(|_| (1..=150i64).flat_map(|user| coupons.iter().map(move |&c| (c, user))))
+        .collect();
+    let (accepted, others) = sale(&[a.client.clone(), b.client.clone()], requests, 128).await;
+    assert!(
+        others.iter().all(|s| *s == 409),
+        "only 409s besides the 202s: {others:?}"
+    );
+
+    for &coupon in &coupons {
+        let mine: Vec<(i64, i64)> = accepted
+            .iter()
+            .filter(|(c, _, _)| *c == coupon)
+            .map(|(_, u, p)| (*u, *p))
+            .collect();
+        assert_eq!(
+            mine.len() as i64,
+            quantity,
+            "coupon {coupon}: exactly the quantity accepted across both APIs"
+        );
+        let users: HashSet<i64> = mine.iter().map(|(u, _)| *u).collect();
+        assert_eq!(users.len(), mine.len(), "coupon {coupon}: nobody accepted twice");
+        let positions: HashSet<i64> = mine.iter().map(|(_, p)| *p).collect();
+        assert_eq!(
+            positions,
+            (1..=quantity).collect(),
+            "coupon {coupon}: positions 1..N without gaps or repeats"
+        );
+        drained(&env, coupon, &users).await;
+    }
+    // Which consumers took entries, per stream (XINFO routed to the stream's node).
+    let mut redis = shared::redis_conn::connect(&env.redis_config(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let mut per_consumer: HashMap<String, usize> = HashMap::new();
+    for &coupon in &coupons {
+        let events = CouponKeys::new(CouponId::new(coupon).unwrap()).events;
+        let info: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&events)
+            .arg("coupon-issuers")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        for consumer in info.consumers {
+            *per_consumer.entry(consumer.name).or_default() += 1;
+        }
+    }
+    assert!(per_consumer.len() >= 2, "the work was shared: {per_consumer:?}");
+    for consumer in consumers {
+        assert!(consumer.is_running());
+        consumer.stop().await;
+    }
+    a.stop().await;
+    b.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_failing_over_to_its_replica_mid_sale_loses_nothing_accepted() {
+    let cluster = PrivateCluster::start().await;
+    let env = Env::on_cluster(&cluster.seeds(), &integration_tests::mysql_server_url());
+    let app = spawn::spawn_app(&env).await;
+    let consumers = [
+        spawn::spawn_consumer(&env, "f1").await,
+        spawn::spawn_consumer(&env, "f2").await,
+    ];
+    // A coupon whose keys live on the master that has a replica.
+    let mut coupon = 0;
+    for _ in 0..30 {
+        let candidate = app.client.create_open_coupon(3500).await;
+        if cluster.on_first_master(&CouponKeys::new(CouponId::new(candidate).unwrap()).events) {
+            coupon = candidate;
+            break;
+        }
+    }
+    assert!(coupon > 0, "no coupon landed on the first master in 30 tries");
+
+    let client = app.client.clone();
+    let first_wave = tokio::spawn(async move { sale(&[client], (1..=3000).map(|u| (coupon, u)).collect(), 8).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cluster.fail_over_first_master().await;
+    assert!(!first_wave.is_finished(), "the fail-over happened during the sale");
+    let (mut accepted, mut others) = first_wave.await.unwrap();
+    let (more, rest) = sale(
+        std::slice::from_ref(&app.client),
+        (2500..=4000).map(|u| (coupon, u)).collect(),
+        16,
+    )
+    .await;
+    accepted.extend(more);
+    others.extend(rest);
+    assert!(
+        others.iter().all(|s| *s == 409 || *s == 503),
+        "only 409 or 503 (during the fail-over): {others:?}"
+    );
+
+    let users: HashSet<i64> = accepted.iter().map(|(_, u, _)| *u).collect();
+    assert_eq!(
+        users.len(),
+        accepted.len(),
+        "nobody accepted twice across the fail-over"
+    );
+    assert!(accepted.len() <= 3500);
+    drained(&env, coupon, &users).await;
+    let issued: i64 = sqlx::query_scalar("SELECT issued_quantity FROM coupons WHERE id = ?")
+        .bind(coupon)
+        .fetch_one(&env.db().await)
+        .await
+        .unwrap();
+    assert_eq!(
+        issued,
+        users.len() as i64,
+        "every accepted request is one row, and nothing else"
+    );
+    for consumer in consumers {
+        assert!(consumer.is_running());
+        consumer.stop().await;
+    }
+    app.stop().await;
+    env.cleanup().await;
+}
