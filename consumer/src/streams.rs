@@ -239,15 +239,25 @@ pub async fn keep_alive(conn: &mut RedisConn, member: &Member, stream: &str, ids
     Ok(())
 }
 
-/// Acknowledges `ids` of `stream`.
-pub async fn ack(conn: &mut RedisConn, member: &Member, stream: &str, ids: &[&str]) -> RedisResult<()> {
-    let _: i64 = redis::cmd("XACK")
-        .arg(stream)
-        .arg(&member.group)
-        .arg(ids)
-        .query_async(conn)
-        .await?;
-    Ok(())
+/// Acknowledges `ids` of `stream` once their rows are committed, and puts their
+/// users (all now in MySQL) into the coupon's issued set. Normally they are
+/// members already; but if Redis lost its data and the API rebuilt the set from
+/// MySQL while this batch was in flight, the rebuild missed them, and without
+/// this they could be accepted a second time. One pipeline, one slot.
+pub async fn ack_written(
+    conn: &mut RedisConn,
+    member: &Member,
+    stream: &str,
+    issued: &str,
+    ids: &[&str],
+    users: &[i64],
+) -> RedisResult<()> {
+    let mut pipe = redis::pipe();
+    if !users.is_empty() {
+        pipe.sadd(issued, users).ignore();
+    }
+    pipe.cmd("XACK").arg(stream).arg(&member.group).arg(ids).ignore();
+    pipe.query_async::<()>(conn).await
 }
 
 /// The stream's length and its pending count in our group, and trims entries

@@ -10,7 +10,7 @@ use crate::dead_letter;
 use crate::store::{self, Written};
 use crate::streams::{self, Entry};
 use shared::{CouponId, CouponKeys, IssueEvent, UserId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -102,6 +102,11 @@ impl Worker {
             return Ok(());
         }
         let written = self.write_traced(coupon, stream, &events, entries).await?;
+        let refused_at: HashSet<usize> = written.refused.iter().map(|&(i, _)| i).collect();
+        let written_users: Vec<i64> = (0..events.len())
+            .filter(|i| !refused_at.contains(i))
+            .map(|i| events[i].user_id.get())
+            .collect();
         // Highest index first, so the indexes still to come stay valid.
         let mut refused = written.refused.clone();
         refused.sort_unstable_by_key(|&(i, _)| std::cmp::Reverse(i));
@@ -121,7 +126,8 @@ impl Worker {
         }
         if !entries.is_empty() {
             let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-            streams::ack(&mut self.conn, &self.member, stream, &ids).await?;
+            let issued = CouponKeys::new(coupon).issued;
+            streams::ack_written(&mut self.conn, &self.member, stream, &issued, &ids, &written_users).await?;
             entries.clear();
         }
         record(&written);
