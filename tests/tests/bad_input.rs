@@ -318,3 +318,29 @@ async fn random_bytes_and_random_json_never_get_a_5xx_nor_change_state() {
     app.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn oversized_headers_and_too_many_headers_are_refused_before_the_app() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (env, app, _) = setup().await;
+    let addr = app.client.base.trim_start_matches("http://").to_string();
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(512 * 1024)
+    );
+    let many = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..150).map(|i| format!("X-H{i}: 1\r\n")).collect::<String>()
+    );
+    for request in [big, many] {
+        let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        // The server may answer and close before reading everything.
+        let _ = socket.write_all(request.as_bytes()).await;
+        let mut answer = vec![0u8; 64];
+        let n = socket.read(&mut answer).await.unwrap();
+        let head = String::from_utf8_lossy(&answer[..n]).to_string();
+        assert!(head.starts_with("HTTP/1.1 431"), "{head}");
+    }
+    app.stop().await;
+    env.cleanup().await;
+}
