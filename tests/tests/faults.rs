@@ -334,6 +334,18 @@ fn assert_rows_match(rows: &BTreeSet<i64>, accepted: &BTreeSet<i64>, ambiguous: 
 }
 
 /// Answers per half second of the sale, for the log: `t: code=count ...`.
+/// The consumers never exited (a fault must not take a survivor down).
+fn assert_running(consumers: &mut [ConsumerProcess]) {
+    for survivor in consumers {
+        assert!(
+            survivor.is_running(),
+            "{} exited:\n{}",
+            survivor.name,
+            survivor.log_tail(30)
+        );
+    }
+}
+
 fn timeline(answers: &[Answer]) -> String {
     let mut slots: BTreeMap<u128, BTreeMap<String, usize>> = BTreeMap::new();
     for a in answers {
@@ -433,14 +445,7 @@ async fn every_accepted_request_reaches_mysql_once_through_killed_consumers_a_my
     assert!(rig.dead_letters(coupon).await.is_empty(), "nothing was dead-lettered");
     let (_, view) = rig.app.client.get(&format!("/coupons/{coupon}")).await;
     assert_eq!(view["issued_quantity"].as_i64(), Some(rows.len() as i64), "{view}");
-    for survivor in &mut consumers[2..] {
-        assert!(
-            survivor.is_running(),
-            "{} exited:\n{}",
-            survivor.name,
-            survivor.log_tail(30)
-        );
-    }
+    assert_running(&mut consumers[2..]);
     rig.app.stop().await;
 }
 
@@ -729,14 +734,7 @@ async fn a_frozen_mysql_delays_issues_without_losing_any_and_a_consumer_waiting_
     assert_eq!(rig.check_mysql(coupon, 1000).await, rows);
     assert_eq!(rows, tally.accepted.keys().copied().collect::<BTreeSet<_>>());
     assert!(rig.dead_letters(coupon).await.is_empty(), "nothing was dead-lettered");
-    for survivor in &mut consumers[1..] {
-        assert!(
-            survivor.is_running(),
-            "{} exited:\n{}",
-            survivor.name,
-            survivor.log_tail(30)
-        );
-    }
+    assert_running(&mut consumers[1..]);
     rig.app.stop().await;
 }
 
