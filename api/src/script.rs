@@ -34,7 +34,7 @@ impl IssueScript {
     }
 
     /// Runs the decision for `user` and, if accepted, appends `event` to the stream.
-    #[tracing::instrument(name = "EVALSHA issue", skip_all, fields(db.system.name = "redis", db.system = "redis", db.operation.name = "EVALSHA", otel.kind = "client"))]
+    #[tracing::instrument(target = "coupon_rush::trace", name = "EVALSHA issue", skip_all, fields(db.system.name = "redis", db.system = "redis", db.operation.name = "EVALSHA", otel.kind = "client"))]
     pub async fn run(
         &self,
         redis: &mut impl redis::aio::ConnectionLike,

@@ -39,6 +39,9 @@ const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 50
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Installs the global recorder once (later calls, as in tests that start several
 /// apps in one process, share it) and returns the handle that renders it.
 pub fn install() -> PrometheusHandle {
@@ -55,6 +58,16 @@ pub fn install() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may already be set (a test harness): keep rendering ours.
             let _ = metrics::set_global_recorder(recorder);
+            // Histograms keep every sample until drained; without a scrape they
+            // would grow with every request. A plain thread, not a task: tests
+            // start and stop many runtimes, the recorder outlives them all.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                });
             handle
         })
         .clone()

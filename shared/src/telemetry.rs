@@ -12,9 +12,10 @@ use opentelemetry_sdk::Resource;
 use std::collections::HashMap;
 use std::time::Duration;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,12 @@ pub enum TelemetryError {
     #[error("a global tracing subscriber is already set: {0}")]
     Subscriber(#[from] tracing_subscriber::util::TryInitError),
 }
+
+/// The target of the spans that exist for traces only (one per request, per
+/// script call, per consumed event). They go to the OpenTelemetry layer alone:
+/// without an exporter nothing is interested in them and they cost nothing, and
+/// the log writer never formats them on the hot path.
+pub const SPAN_TARGET: &str = "coupon_rush::trace";
 
 /// Keeps the tracer provider alive; [`Telemetry::shutdown`] flushes pending spans.
 pub struct Telemetry {
@@ -40,13 +47,21 @@ impl Telemetry {
             Some(endpoint) if !endpoint.is_empty() => Some(provider(config, endpoint, default_service)?),
             _ => None,
         };
-        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-        let otel = provider
-            .as_ref()
-            .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("coupon-rush")));
+        let mut logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        if let Ok(directive) = format!("{SPAN_TARGET}=off").parse() {
+            logs = logs.add_directive(directive);
+        }
+        let otel = provider.as_ref().map(|p| {
+            tracing_opentelemetry::layer()
+                .with_tracer(p.tracer("coupon-rush"))
+                .with_filter(LevelFilter::INFO)
+        });
         tracing_subscriber::registry()
-            .with(filter)
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_filter(logs),
+            )
             .with(otel)
             .try_init()?;
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());

@@ -150,11 +150,11 @@ impl Worker {
             .iter()
             .zip(entries)
             .map(|(event, entry)| {
-                let span = tracing::info_span!("process issue event", otel.kind = "consumer", otel.status_code = tracing::field::Empty, messaging.system = "redis", messaging.operation.type = "process", messaging.destination.name = %stream, messaging.message.id = %entry.id, coupon.id = coupon.get(), user.id = event.user_id.get(), position = event.position);
+                let span = tracing::info_span!(target: shared::telemetry::SPAN_TARGET, "process issue event", otel.kind = "consumer", otel.status_code = tracing::field::Empty, messaging.system = "redis", messaging.operation.type = "process", messaging.destination.name = %stream, messaging.message.id = %entry.id, coupon.id = coupon.get(), user.id = event.user_id.get(), position = event.position);
                 if !event.trace.is_empty() {
                     let _ = span.set_parent(shared::telemetry::extract_context(&event.trace));
                 }
-                let db_span = tracing::info_span!(parent: &span, "INSERT coupon_issues", otel.kind = "client", otel.status_code = tracing::field::Empty, db.system = "mysql", db.system.name = "mysql", db.operation.name = "INSERT", db.collection.name = "coupon_issues", db.batch.size = events.len());
+                let db_span = tracing::info_span!(target: shared::telemetry::SPAN_TARGET, parent: &span, "INSERT coupon_issues", otel.kind = "client", otel.status_code = tracing::field::Empty, db.system = "mysql", db.system.name = "mysql", db.operation.name = "INSERT", db.collection.name = "coupon_issues", db.batch.size = events.len());
                 (span, db_span)
             })
             .collect();
