@@ -69,7 +69,15 @@ pub async fn write_issues(db: &MySqlPool, coupon: CouponId, events: &[IssueEvent
             ..Written::default()
         });
     };
-    let existing = existing_users(&mut tx, coupon, events).await?;
+    // When every event fits in the room left, telling redeliveries apart first
+    // can not change the outcome: INSERT IGNORE skips them and its row count says
+    // how many were new. Only near sell-out is the lookup needed (benchmarked:
+    // it was a third of the consumer's MySQL time).
+    let existing = if events.len() as i64 <= total - issued {
+        HashSet::new()
+    } else {
+        existing_users(&mut tx, coupon, events).await?
+    };
     let plan = plan(events, &existing, total - issued);
     let mut written = Written {
         duplicates: plan.duplicates,
@@ -90,6 +98,9 @@ pub async fn write_issues(db: &MySqlPool, coupon: CouponId, events: &[IssueEvent
                 .push_bind(now);
         });
         written.inserted = insert.build().execute(&mut *tx).await?.rows_affected();
+        written.duplicates += plan.insert.len() as u64 - written.inserted;
+    }
+    if written.inserted > 0 {
         let raised = sqlx::query("UPDATE coupons SET issued_quantity = issued_quantity + ? WHERE id = ? AND issued_quantity + ? <= total_quantity")
             .bind(written.inserted)
             .bind(coupon.get())
