@@ -160,16 +160,29 @@ impl Worker {
             tokio::time::sleep(self.settings.block).await;
             return Ok(Batch::default());
         }
-        let block_ms = self.settings.block.as_millis() as u64;
-        match streams::read_new(
-            &mut self.reader,
-            &self.member,
-            &self.streams,
-            self.settings.batch_size,
-            block_ms,
-        )
-        .await
-        {
+        let read = self.read_next().await;
+        self.take_read(read).await
+    }
+
+    /// The next XREADGROUP of new entries, on the reader connection.
+    fn read_next(&self) -> impl std::future::Future<Output = redis::RedisResult<Vec<streams::Entry>>> + Send + 'static {
+        let (mut reader, member, streams) = (self.reader.clone(), self.member.clone(), self.streams.clone());
+        let (count, block_ms) = (self.settings.batch_size, self.settings.block.as_millis() as u64);
+        async move { streams::read_new(&mut reader, &member, &streams, count, block_ms).await }
+    }
+
+    /// Starts the next read in the background while the current batch is
+    /// written, so Redis and MySQL round trips overlap; only when no periodic
+    /// duty (refresh, trim, reclaim) is due, which `fetch` would do first.
+    pub fn prefetch(&self) -> Option<tokio::task::JoinHandle<redis::RedisResult<Vec<streams::Entry>>>> {
+        let now = Instant::now();
+        let due = now >= self.next_refresh || now >= self.next_trim || now >= self.next_reclaim;
+        (!due && !self.streams.is_empty()).then(|| tokio::spawn(self.read_next()))
+    }
+
+    /// A finished read as a batch; a missing group (Redis lost its data) is recreated.
+    pub async fn take_read(&mut self, read: redis::RedisResult<Vec<streams::Entry>>) -> Result<Batch, WorkerError> {
+        match read {
             Ok(entries) => {
                 metrics::histogram!(shared::metrics::BATCH_SIZE).record(entries.len() as f64);
                 Ok(Batch {

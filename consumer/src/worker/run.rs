@@ -65,6 +65,11 @@ impl Worker {
         };
         loop {
             let _keep_alive = (!batch.entries.is_empty()).then(|| self.keep_alive(&batch));
+            let prefetched = if batch.entries.is_empty() {
+                None
+            } else {
+                self.prefetch()
+            };
             while !batch.entries.is_empty() {
                 let result = {
                     let handled = self.handle(&mut batch);
@@ -92,9 +97,19 @@ impl Worker {
                     }
                 }
             }
+            let next = async {
+                match prefetched {
+                    Some(task) => match task.await {
+                        Ok(read) => self.take_read(read).await,
+                        // The read task did not run to its end: read again.
+                        Err(_) => self.fetch().await,
+                    },
+                    None => self.fetch().await,
+                }
+            };
             tokio::select! {
                 () = &mut shutdown => return,
-                fetched = self.fetch() => match fetched {
+                fetched = next => match fetched {
                     Ok(next) => { backoff.reset(); batch = next; }
                     Err(err) => {
                         error_metric(&err);
