@@ -15,7 +15,13 @@ cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm
 trap cleanup EXIT
 
 cargo build --release -q -p api -p consumer -p coupon-bench
-ports=(); for i in 1 2 3; do ports+=($(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')); done
+# Below 55535: a cluster node also listens on its port + 10000.
+free_port() { python3 -c 'import random, socket
+while True:
+    p = random.randint(20000, 55000); s = socket.socket()
+    try: s.bind(("127.0.0.1", p)); print(p); break
+    except OSError: pass'; }
+ports=(); for i in 1 2 3; do ports+=($(free_port)); done
 for p in "${ports[@]}"; do
   mkdir -p "$work/$p"
   redis-server --port "$p" --bind 127.0.0.1 --dir "$work/$p" --cluster-enabled yes --cluster-config-file nodes.conf \
@@ -42,12 +48,14 @@ script_rps() { # id port -> requests/s of the issue script on that coupon's shar
   redis-cli -p "$port" hset "coupon:{$id}:meta" total_quantity 1000000000000 >/dev/null
   redis-benchmark -p "$port" -c "$CONNS" -n "$DURATION_REQS" -r 1000000000 -q \
     evalsha "$sha" 3 "coupon:{$id}:issued" "coupon:{$id}:events" "coupon:{$id}:meta" __rand_int__ payload \
-    | awk '/requests per second/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+$/) { print $i; exit } }'
+    | tr '\r' '\n' | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1
   redis-cli -p "$port" del "coupon:{$id}:issued" "coupon:{$id}:events" >/dev/null
 }
 first=${coupons[0]}
 one=$(script_rps "${first%%:*}" "${first##*:}")
-tmp=$(mktemp); for c in "${coupons[@]}"; do script_rps "${c%%:*}" "${c##*:}" >>"$tmp" & done; wait
+tmp=$(mktemp); jobs_=()
+for c in "${coupons[@]}"; do script_rps "${c%%:*}" "${c##*:}" >>"$tmp" & jobs_+=($!); done
+wait "${jobs_[@]}"  # not a bare wait: the redis-servers are children too
 three=$(awk '{ s += $1 } END { printf "%.0f", s }' "$tmp"); rm -f "$tmp"
 
 # End to end: coupon-api on the cluster, one coupon vs three.

@@ -44,10 +44,15 @@ impl Drop for TempDir {
     }
 }
 
-/// A port that was free a moment ago (a collision is retried by the callers).
+/// A port that was free a moment ago (a collision is retried by the callers),
+/// below 55535: a cluster node also listens on its port + 10000.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
-    listener.local_addr().expect("the bound address").port()
+    loop {
+        let port = rand::random_range(20_000..55_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The last `lines` lines of a log file, for panic messages.
