@@ -39,22 +39,16 @@ fn route_of(method: &Method, matched: Option<&MatchedPath>) -> (&'static str, &'
     let path = matched.map(MatchedPath::as_str);
     let known = ROUTES.iter().find(|(m, route, _)| m == method && Some(*route) == path);
     match known {
-        Some((m, route, name)) => (m.as_str_static(), route, name),
+        Some((m, route, name)) => (method_label(m), route, name),
         None => ("other", "unmatched", "HTTP request"),
     }
 }
 
-trait StaticMethod {
-    fn as_str_static(&self) -> &'static str;
-}
-
-impl StaticMethod for Method {
-    fn as_str_static(&self) -> &'static str {
-        match *self {
-            Method::GET => "GET",
-            Method::POST => "POST",
-            _ => "other",
-        }
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        _ => "other",
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`spawn`]: the API and consumers, in-process, on free ports.
 //! - [`client`]: a small HTTP client for the contract's endpoints.
 //! - [`otlp`]: a real OTLP/HTTP receiver that decodes exported spans.
+//! - [`repo_files`]: the repository's own files, for the deployment-file checks.
 //! - [`cluster`]: a private three-master Redis Cluster with one replica.
 //! - [`servers`]: private `redis-server` / `mariadbd` processes for fault tests.
 //! - [`wait`]: polling for a condition with a deadline (never a bare sleep).
@@ -13,6 +14,7 @@
 pub mod client;
 pub mod cluster;
 pub mod otlp;
+pub mod repo_files;
 pub mod servers;
 pub mod spawn;
 pub mod wait;

@@ -4,9 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed test helper should panic
 
+use integration_tests::repo_files::{accepted_variables, read, root};
 use serde_norway::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 
 const APPS: [&str; 4] = ["api1", "api2", "consumer1", "consumer2"];
 const SERVICES: [&str; 9] = [
@@ -20,14 +20,6 @@ const SERVICES: [&str; 9] = [
     "consumer2",
     "prometheus",
 ];
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn read(relative: &str) -> String {
-    std::fs::read_to_string(root().join(relative)).unwrap_or_else(|e| panic!("reading {relative}: {e}"))
-}
 
 /// compose.yaml with its `<<:` merge keys applied, as Compose reads it.
 fn compose() -> Value {
@@ -88,24 +80,6 @@ fn depends_on(service: &Value) -> BTreeMap<String, String> {
         Value::Sequence(items) => items.iter().map(|i| (scalar(i), "service_started".into())).collect(),
         _ => BTreeMap::new(),
     }
-}
-
-/// The variables a binary accepts: every `env = "..."` of its clap
-/// configuration, plus `RUST_LOG`, which the tracing subscriber reads.
-fn accepted_variables(config_sources: &[&str]) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    for source in config_sources {
-        let text = read(source);
-        let mut rest = text.as_str();
-        while let Some(at) = rest.find("env = \"") {
-            rest = &rest[at + "env = \"".len()..];
-            let end = rest.find('"').unwrap();
-            names.insert(rest[..end].to_string());
-        }
-    }
-    assert!(read("shared/src/telemetry.rs").contains("EnvFilter::try_from_default_env"));
-    names.insert("RUST_LOG".into());
-    names
 }
 
 /// Fails unless every variable in `env` is one `binary` reads.

@@ -4,22 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed test helper should panic
 
+use integration_tests::repo_files::{accepted_variables, read, root};
 use serde::Deserialize;
 use serde_norway::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 
 const DIR: &str = "deploy/k8s";
 const API: &str = "coupon-api";
 const CONSUMER: &str = "coupon-consumer";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn read(relative: &str) -> String {
-    std::fs::read_to_string(root().join(relative)).unwrap_or_else(|e| panic!("reading {relative}: {e}"))
-}
 
 /// Every YAML document of a file (empty documents dropped).
 fn documents(relative: &str) -> Vec<Value> {
@@ -134,25 +126,6 @@ fn env(container: &Value) -> BTreeMap<String, Option<String>> {
 /// The port of a `host:port` listen address.
 fn listen_port(addr: &str) -> i64 {
     addr.rsplit_once(':').unwrap().1.parse().unwrap()
-}
-
-/// The variables a binary accepts: every `env = "..."` of its clap
-/// configuration, plus `RUST_LOG`, which the tracing subscriber reads
-/// (as tests/tests/deploy_files.rs collects them).
-fn accepted_variables(config_sources: &[&str]) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    for source in config_sources {
-        let text = read(source);
-        let mut rest = text.as_str();
-        while let Some(at) = rest.find("env = \"") {
-            rest = &rest[at + "env = \"".len()..];
-            let end = rest.find('"').unwrap();
-            names.insert(rest[..end].to_string());
-        }
-    }
-    assert!(read("shared/src/telemetry.rs").contains("EnvFilter::try_from_default_env"));
-    names.insert("RUST_LOG".into());
-    names
 }
 
 /// What the binary a container runs accepts.
