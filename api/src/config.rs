@@ -1,7 +1,7 @@
 //! `coupon-api`'s configuration: the contract's variables, each also a flag.
 
 use clap::Parser;
-use shared::config::{mask_url, DatabaseConfig, RedisConfig, TelemetryConfig};
+use shared::config::CommonConfig;
 use std::time::Duration;
 
 /// The HTTP API that accepts coupon issue requests through Redis.
@@ -18,11 +18,7 @@ pub struct ApiConfig {
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 3000)]
     pub request_timeout_ms: u64,
     #[command(flatten)]
-    pub redis: RedisConfig,
-    #[command(flatten)]
-    pub database: DatabaseConfig,
-    #[command(flatten)]
-    pub telemetry: TelemetryConfig,
+    pub common: CommonConfig,
 }
 
 impl ApiConfig {
@@ -32,17 +28,11 @@ impl ApiConfig {
 
     /// The effective configuration for the start-up log line, secrets masked.
     pub fn summary(&self) -> String {
-        format!(
-            "listen_addr={} admin_token={} request_timeout_ms={} redis_url={} redis_timeout_ms={} database_url={} database_max_connections={} otlp_endpoint={} otlp_protocol={}",
-            self.listen_addr,
-            if self.admin_token.is_some() { "set" } else { "unset" },
-            self.request_timeout_ms,
-            self.redis.describe(),
-            self.redis.redis_timeout_ms,
-            mask_url(&self.database.database_url),
-            self.database.database_max_connections,
-            self.telemetry.otel_exporter_otlp_endpoint.as_deref().unwrap_or("unset"),
-            self.telemetry.otel_exporter_otlp_protocol,
-        )
+        let admin_token = if self.admin_token.is_some() { "set" } else { "unset" };
+        self.common.summary(&[
+            ("listen_addr", &self.listen_addr),
+            ("admin_token", &admin_token),
+            ("request_timeout_ms", &self.request_timeout_ms),
+        ])
     }
 }

@@ -13,7 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = ApiConfig::parse();
-    let telemetry = Telemetry::init(&config.telemetry, "coupon-api").context("setting up telemetry")?;
+    let telemetry = Telemetry::init(&config.common.telemetry, "coupon-api").context("setting up telemetry")?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config.summary(), "coupon-api starting");
     let app = Application::build(&config).await.context("starting coupon-api")?;
     let addr = app.local_addr().context("reading the bound address")?;

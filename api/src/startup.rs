@@ -5,22 +5,14 @@ use crate::cache::CouponCache;
 use crate::config::ApiConfig;
 use crate::routes;
 use crate::script::IssueScript;
+use shared::startup::Connections;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Why the API could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("database: {0}")]
-    Database(#[from] shared::db::DbSetupError),
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("binding {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
-}
+/// Why the API could not start (shared with the consumer).
+pub use shared::startup::StartError;
 
 /// A bound, ready-to-serve API. Binding happens in [`Application::build`] so
 /// callers (tests) can listen on port 0 and read the real port.
@@ -31,10 +23,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: &ApiConfig) -> Result<Self, StartError> {
-        let db = shared::db::connect_and_migrate(&config.database, Duration::from_secs(30)).await?;
-        let redis =
-            shared::redis_conn::connect_with_wait(&config.redis, config.redis.timeout(), Duration::from_secs(30))
-                .await?;
+        let Connections { db, redis } = shared::startup::connect(&config.common).await?;
         let state = AppState(Arc::new(Inner {
             redis,
             db,
@@ -42,7 +31,7 @@ impl Application {
             script: IssueScript::default(),
             admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
             metrics: shared::metrics::install(),
-            rebuild_wait: config.redis.timeout() * 2,
+            rebuild_wait: config.common.redis.timeout() * 2,
         }));
         let addr = normalise(&config.listen_addr);
         let listener = TcpListener::bind(&addr)

@@ -2,7 +2,7 @@
 //! flag, plus the operator subcommands for dead letters.
 
 use clap::{Args, Parser, Subcommand};
-use shared::config::{mask_url, DatabaseConfig, RedisConfig, TelemetryConfig};
+use shared::config::CommonConfig;
 use std::time::Duration;
 
 /// The issuing worker: a Redis Streams consumer-group member writing to MySQL.
@@ -60,11 +60,7 @@ pub struct ConsumerConfig {
     #[arg(long, env = "REFRESH_MS", default_value_t = 1000)]
     pub refresh_ms: u64,
     #[command(flatten)]
-    pub redis: RedisConfig,
-    #[command(flatten)]
-    pub database: DatabaseConfig,
-    #[command(flatten)]
-    pub telemetry: TelemetryConfig,
+    pub common: CommonConfig,
 }
 
 impl ConsumerConfig {
@@ -91,20 +87,14 @@ impl ConsumerConfig {
 
     /// The effective configuration for the start-up log line, secrets masked.
     pub fn summary(&self) -> String {
-        format!(
-            "group={} name={} metrics_addr={} batch_size={} block_ms={} claim_idle_ms={} max_deliveries={} redis_url={} database_url={} database_max_connections={} otlp_endpoint={} otlp_protocol={}",
-            self.consumer_group,
-            self.name(),
-            self.metrics_addr,
-            self.batch_size,
-            self.block_ms,
-            self.claim_idle_ms,
-            self.max_deliveries,
-            self.redis.describe(),
-            mask_url(&self.database.database_url),
-            self.database.database_max_connections,
-            self.telemetry.otel_exporter_otlp_endpoint.as_deref().unwrap_or("unset"),
-            self.telemetry.otel_exporter_otlp_protocol,
-        )
+        self.common.summary(&[
+            ("group", &self.consumer_group),
+            ("name", &self.name()),
+            ("metrics_addr", &self.metrics_addr),
+            ("batch_size", &self.batch_size),
+            ("block_ms", &self.block_ms),
+            ("claim_idle_ms", &self.claim_idle_ms),
+            ("max_deliveries", &self.max_deliveries),
+        ])
     }
 }

@@ -23,28 +23,21 @@ pub mod worker;
 pub use config::{Cli, Command, ConsumerConfig};
 pub use worker::{Settings, Worker};
 
+use shared::startup::Connections;
 use streams::Member;
 
-/// Why the consumer could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("database: {0}")]
-    Database(#[from] shared::db::DbSetupError),
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-}
+/// Why the consumer could not start (shared with the API).
+pub use shared::startup::StartError;
 
 /// Connects to MySQL (migrating it) and Redis and builds the worker.
 pub async fn build(config: &ConsumerConfig) -> Result<Worker, StartError> {
-    let wait = std::time::Duration::from_secs(30);
-    let db = shared::db::connect_and_migrate(&config.database, wait).await?;
+    let Connections { db, redis } = shared::startup::connect(&config.common).await?;
     // The blocking reader must outwait its own BLOCK time.
-    let reader =
-        shared::redis_conn::connect_with_wait(&config.redis, config.block() + config.redis.timeout(), wait).await?;
-    let conn = shared::redis_conn::connect_with_wait(&config.redis, config.redis.timeout(), wait).await?;
+    let read_timeout = config.block() + config.common.redis.timeout();
+    let reader = shared::startup::redis_connection(&config.common, read_timeout).await?;
     let member = Member {
         group: config.consumer_group.clone(),
         name: config.name(),
     };
-    Ok(Worker::new(member, reader, conn, db, Settings::from(config)))
+    Ok(Worker::new(member, reader, redis, db, Settings::from(config)))
 }

@@ -18,7 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = cli.consumer;
-    let telemetry = Telemetry::init(&config.telemetry, "coupon-consumer").context("setting up telemetry")?;
+    let telemetry = Telemetry::init(&config.common.telemetry, "coupon-consumer").context("setting up telemetry")?;
     if let Some(command) = cli.command {
         return operate(&config, command).await;
     }
@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn operate(config: &consumer::ConsumerConfig, command: Command) -> anyhow::Result<()> {
-    let mut conn = shared::redis_conn::connect(&config.redis, config.redis.timeout())
+    let mut conn = shared::redis_conn::connect(&config.common.redis, config.common.redis.timeout())
         .await
         .context("connecting to Redis")?;
     match command {
@@ -55,9 +55,10 @@ async fn operate(config: &consumer::ConsumerConfig, command: Command) -> anyhow:
             let coupons = match coupon {
                 Some(id) => vec![CouponId::new(id).context("coupon id")?],
                 None => {
-                    let db = shared::db::connect_and_migrate(&config.database, std::time::Duration::from_secs(10))
-                        .await
-                        .context("connecting to MySQL")?;
+                    let db =
+                        shared::db::connect_and_migrate(&config.common.database, std::time::Duration::from_secs(10))
+                            .await
+                            .context("connecting to MySQL")?;
                     consumer::store::active_coupons(&db).await?
                 }
             };

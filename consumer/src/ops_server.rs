@@ -1,6 +1,6 @@
-//! The consumer's small HTTP server on `METRICS_ADDR`: `/metrics` and `/healthz`.
+//! The consumer's small HTTP server on `METRICS_ADDR`: `/metrics` and `/healthz`,
+//! answered by the same handlers as the API's.
 
-use axum::http::header;
 use axum::routing::get;
 use axum::Router;
 use shared::metrics::PrometheusHandle;
@@ -8,10 +8,10 @@ use std::future::Future;
 use tokio::net::TcpListener;
 
 pub fn router(metrics: PrometheusHandle) -> Router {
-    Router::new().route("/healthz", get(|| async { "ok" })).route(
-        "/metrics",
-        get(move || async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render()) }),
-    )
+    Router::new()
+        .route("/healthz", get(shared::ops::healthz))
+        .route("/metrics", get(shared::ops::metrics))
+        .with_state(metrics)
 }
 
 /// Serves until `shutdown`.

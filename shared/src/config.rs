@@ -2,6 +2,7 @@
 //! with the contract's variable names and defaults.
 
 use clap::Args;
+use std::fmt::Display;
 use std::time::Duration;
 
 /// Where Redis is and how long to wait for it.
@@ -75,6 +76,37 @@ pub struct TelemetryConfig {
     pub otel_service_name: Option<String>,
 }
 
+/// What both binaries are configured with: Redis, MySQL and trace export.
+#[derive(Args, Clone, Debug)]
+pub struct CommonConfig {
+    #[command(flatten)]
+    pub redis: RedisConfig,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+impl CommonConfig {
+    /// The effective configuration for the start-up log line: a binary's `own`
+    /// settings, then the common ones, as `name=value` pairs with secrets masked.
+    pub fn summary(&self, own: &[(&str, &dyn Display)]) -> String {
+        let common: [(&str, &dyn Display); 6] = [
+            ("redis_url", &self.redis.describe()),
+            ("redis_timeout_ms", &self.redis.redis_timeout_ms),
+            ("database_url", &mask_url(&self.database.database_url)),
+            ("database_max_connections", &self.database.database_max_connections),
+            (
+                "otlp_endpoint",
+                &self.telemetry.otel_exporter_otlp_endpoint.as_deref().unwrap_or("unset"),
+            ),
+            ("otlp_protocol", &self.telemetry.otel_exporter_otlp_protocol),
+        ];
+        let pairs: Vec<String> = own.iter().chain(&common).map(|(k, v)| format!("{k}={v}")).collect();
+        pairs.join(" ")
+    }
+}
+
 /// A URL with its password replaced, for the start-up log line.
 pub fn mask_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -91,7 +123,33 @@ pub fn mask_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::mask_url;
+    use super::*;
+
+    #[test]
+    fn the_summary_lists_own_then_common_settings_with_secrets_masked() {
+        let common = CommonConfig {
+            redis: RedisConfig {
+                redis_url: "redis://127.0.0.1:6379".into(),
+                redis_cluster_urls: None,
+                redis_timeout_ms: 1000,
+            },
+            database: DatabaseConfig {
+                database_url: "mysql://root:s3cret@db/coupon".into(),
+                database_max_connections: 8,
+            },
+            telemetry: TelemetryConfig {
+                otel_exporter_otlp_endpoint: None,
+                otel_exporter_otlp_protocol: "grpc".into(),
+                otel_service_name: None,
+            },
+        };
+        let summary = common.summary(&[("listen_addr", &":0"), ("admin_token", &"set")]);
+        assert_eq!(
+            summary,
+            "listen_addr=:0 admin_token=set redis_url=redis://127.0.0.1:6379 redis_timeout_ms=1000 \
+             database_url=mysql://root:***@db/coupon database_max_connections=8 otlp_endpoint=unset otlp_protocol=grpc"
+        );
+    }
 
     #[test]
     fn passwords_never_reach_the_log() {

@@ -30,17 +30,7 @@ pub async fn connect_and_migrate(config: &DatabaseConfig, wait: Duration) -> Res
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$') {
         return Err(DbSetupError::DatabaseName);
     }
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        match create_database(&options, &name).await {
-            Ok(()) => break,
-            Err(err) if tokio::time::Instant::now() < deadline => {
-                tracing::warn!(%err, "MySQL is not reachable yet, retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(err) => return Err(err),
-        }
-    }
+    crate::retry::until(wait, "MySQL", || create_database(&options, &name)).await?;
     let pool = pool_options(config).connect_with(options.database(&name)).await?;
     migrate(&pool).await?;
     Ok(pool)

@@ -45,8 +45,11 @@ pub enum DecodeError {
 impl IssueEvent {
     /// The bytes the script stores in [`FIELD_EVENT`].
     pub fn encode(&self) -> Vec<u8> {
-        // Serialising plain integers and strings into a Vec can not fail.
-        rmp_serde::to_vec_named(self).unwrap_or_default()
+        #[allow(clippy::expect_used)]
+        rmp_serde::to_vec_named(self).expect(
+            "writing integers and a map of strings into a Vec can not fail: \
+             the Vec takes every byte and each of them has a known length",
+        )
     }
 
     /// Rebuilds the event from an entry's two fields.

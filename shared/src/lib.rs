@@ -8,6 +8,9 @@
 //! - [`config`]: configuration shared by both binaries (env + flags).
 //! - [`db`]: MySQL pool, database creation and migrations.
 //! - [`redis_conn`]: Redis connections with bounded timeouts.
+//! - [`retry`]: retrying until a deadline, for start-up.
+//! - [`startup`]: connecting both binaries to MySQL and Redis; `StartError`.
+//! - [`ops`]: the `/healthz` and `/metrics` handlers both servers use.
 //! - [`telemetry`]: logs, OpenTelemetry export and trace-context propagation.
 //! - [`metrics`]: the Prometheus recorder and the metric names.
 //! - [`shutdown`]: the SIGTERM / Ctrl-C signal.
@@ -19,8 +22,11 @@ pub mod event;
 pub mod ids;
 pub mod keys;
 pub mod metrics;
+pub mod ops;
 pub mod redis_conn;
+pub mod retry;
 pub mod shutdown;
+pub mod startup;
 pub mod telemetry;
 
 pub use coupon::{Coupon, Period};

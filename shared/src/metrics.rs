@@ -11,9 +11,9 @@ pub const ISSUE_DECISIONS: &str = "coupon_issue_decisions_total";
 pub const HTTP_REQUEST_DURATION: &str = "coupon_http_request_duration_seconds";
 /// Latency of the issue Lua script call.
 pub const SCRIPT_DURATION: &str = "coupon_issue_script_duration_seconds";
-/// Redis errors, labelled `op`.
+/// Redis errors, labelled [`LABEL_SERVICE`].
 pub const REDIS_ERRORS: &str = "coupon_redis_errors_total";
-/// MySQL errors, labelled `op`.
+/// MySQL errors, labelled [`LABEL_SERVICE`].
 pub const MYSQL_ERRORS: &str = "coupon_mysql_errors_total";
 /// Rebuilds of a coupon's Redis state from MySQL.
 pub const STATE_REBUILDS: &str = "coupon_state_rebuilds_total";
@@ -32,6 +32,10 @@ pub const DEAD_LETTERS: &str = "coupon_dead_letters_total";
 /// Entries reclaimed from other consumers with XAUTOCLAIM.
 pub const RECLAIMED: &str = "coupon_consumer_reclaimed_total";
 
+/// The label naming the binary that recorded a sample (`api`, `consumer`), on
+/// the metrics both record.
+pub const LABEL_SERVICE: &str = "service";
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
@@ -47,14 +51,7 @@ const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), SIZE_BUCKETS));
-            let recorder = match builder {
-                Ok(builder) => builder.build_recorder(),
-                // Only an empty bucket list fails, and ours are constants.
-                Err(_) => PrometheusBuilder::new().build_recorder(),
-            };
+            let recorder = with_buckets(PrometheusBuilder::new()).build_recorder();
             let handle = recorder.handle();
             // Another recorder may already be set (a test harness): keep rendering ours.
             let _ = metrics::set_global_recorder(recorder);
@@ -71,4 +68,21 @@ pub fn install() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Our histogram buckets on `builder`.
+fn with_buckets(builder: PrometheusBuilder) -> PrometheusBuilder {
+    #[allow(clippy::expect_used)]
+    builder
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), SIZE_BUCKETS))
+        .expect("only an empty bucket list is refused, and both lists are non-empty constants")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bucket_lists_are_accepted() {
+        super::with_buckets(metrics_exporter_prometheus::PrometheusBuilder::new());
+    }
 }

@@ -84,15 +84,5 @@ pub async fn connect_with_wait(
     response_timeout: Duration,
     wait: Duration,
 ) -> redis::RedisResult<RedisConn> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        match connect(config, response_timeout).await {
-            Ok(conn) => return Ok(conn),
-            Err(err) if tokio::time::Instant::now() < deadline => {
-                tracing::warn!(%err, "Redis is not reachable yet, retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(err) => return Err(err),
-        }
-    }
+    crate::retry::until(wait, "Redis", || connect(config, response_timeout)).await
 }

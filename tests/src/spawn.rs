@@ -1,7 +1,7 @@
 //! Starting the API and consumers in-process for a test, against real servers.
 
 use crate::client::Client;
-use shared::config::{DatabaseConfig, RedisConfig, TelemetryConfig};
+use shared::config::{CommonConfig, DatabaseConfig, RedisConfig, TelemetryConfig};
 use sqlx::MySqlPool;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -53,6 +53,15 @@ impl Env {
         DatabaseConfig {
             database_url: self.database_url.clone(),
             database_max_connections: 8,
+        }
+    }
+
+    /// What both binaries share: this Redis and database, no trace export.
+    pub fn common_config(&self) -> CommonConfig {
+        CommonConfig {
+            redis: self.redis_config(),
+            database: self.database_config(),
+            telemetry: no_telemetry(),
         }
     }
 
@@ -109,9 +118,7 @@ pub fn api_config(env: &Env, admin_token: Option<&str>) -> api::ApiConfig {
         listen_addr: "127.0.0.1:0".into(),
         admin_token: admin_token.map(String::from),
         request_timeout_ms: 3000,
-        redis: env.redis_config(),
-        database: env.database_config(),
-        telemetry: no_telemetry(),
+        common: env.common_config(),
     }
 }
 
@@ -144,7 +151,7 @@ pub async fn randomize_coupon_ids(database_url: &str) {
 pub async fn spawn_app_with(config: api::ApiConfig) -> TestApp {
     let app = api::Application::build(&config).await.expect("building the API");
     let addr = app.local_addr().unwrap();
-    randomize_coupon_ids(&config.database.database_url).await;
+    randomize_coupon_ids(&config.common.database.database_url).await;
     let (stop, mut rx) = watch::channel(false);
     let handle = tokio::spawn(app.run_until(async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -167,9 +174,7 @@ pub fn consumer_config(env: &Env, name: &str) -> consumer::ConsumerConfig {
         claim_idle_ms: 1500,
         max_deliveries: 5,
         refresh_ms: 200,
-        redis: env.redis_config(),
-        database: env.database_config(),
-        telemetry: no_telemetry(),
+        common: env.common_config(),
     }
 }
 

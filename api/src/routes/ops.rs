@@ -2,7 +2,7 @@
 
 use crate::app::AppState;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use std::time::Duration;
 /// `200` while the process runs.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "the process runs")))]
 pub async fn healthz() -> &'static str {
-    "ok"
+    shared::ops::healthz().await
 }
 
 /// `200` when Redis and MySQL answer, else `503`.
@@ -31,10 +31,7 @@ pub async fn readyz(State(app): State<AppState>) -> (StatusCode, &'static str) {
 /// Prometheus text format.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(),
-    )
+    shared::ops::metrics_text(&app.metrics)
 }
 
 /// This API's OpenAPI 3 description.

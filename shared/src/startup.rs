@@ -1,0 +1,44 @@
+//! The start-up both binaries share: MySQL (created and migrated) and Redis,
+//! each waited for while it comes up, and the one error that says why not.
+
+use crate::config::CommonConfig;
+use crate::db::{self, DbSetupError};
+use crate::redis_conn::{self, RedisConn};
+use sqlx::MySqlPool;
+use std::time::Duration;
+
+/// How long a binary waits at start for MySQL and for Redis to answer.
+pub const START_WAIT: Duration = Duration::from_secs(30);
+
+/// Why a binary could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Database(#[from] DbSetupError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("binding {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+}
+
+/// What both binaries connect to at start.
+pub struct Connections {
+    /// The MySQL pool, its database created and migrated.
+    pub db: MySqlPool,
+    /// A Redis connection whose commands time out after `REDIS_TIMEOUT_MS`.
+    pub redis: RedisConn,
+}
+
+/// Creates and migrates the database, then connects to Redis, waiting up to
+/// [`START_WAIT`] for each to come up.
+pub async fn connect(config: &CommonConfig) -> Result<Connections, StartError> {
+    let db = db::connect_and_migrate(&config.database, START_WAIT).await?;
+    let redis = redis_connection(config, config.redis.timeout()).await?;
+    Ok(Connections { db, redis })
+}
+
+/// One more Redis connection with its own `response_timeout` (a blocking reader
+/// must outwait its BLOCK time), waiting up to [`START_WAIT`] for Redis.
+pub async fn redis_connection(config: &CommonConfig, response_timeout: Duration) -> Result<RedisConn, StartError> {
+    Ok(redis_conn::connect_with_wait(&config.redis, response_timeout, START_WAIT).await?)
+}
