@@ -25,18 +25,19 @@ pub async fn bury(
     let keys = CouponKeys::new(coupon);
     let mut pipe = redis::pipe();
     pipe.atomic();
-    pipe.cmd("XADD")
-        .arg(&keys.dead)
-        .arg("*")
-        .arg(FIELD_EVENT)
-        .arg(entry.payload.as_deref().unwrap_or_default())
-        .arg(FIELD_POSITION)
-        .arg(entry.position.as_deref().unwrap_or_default())
-        .arg("reason")
-        .arg(reason)
-        .arg("source_id")
-        .arg(&entry.id)
-        .ignore();
+    // A field the entry lacks is kept empty: the reason says what was wrong.
+    let (payload, position) = (entry.payload.as_deref(), entry.position.as_deref());
+    xadd_event(
+        &mut pipe,
+        &keys.dead,
+        payload.unwrap_or_default(),
+        position.unwrap_or_default(),
+    )
+    .arg("reason")
+    .arg(reason)
+    .arg("source_id")
+    .arg(&entry.id)
+    .ignore();
     if let Some(user) = user {
         pipe.hset(&keys.failed, user.get(), reason).ignore();
     }
@@ -113,14 +114,7 @@ pub async fn replay(conn: &mut RedisConn, coupon: CouponId, only: Option<&str>) 
         }
         let mut pipe = redis::pipe();
         pipe.atomic();
-        pipe.cmd("XADD")
-            .arg(&keys.events)
-            .arg("*")
-            .arg(FIELD_EVENT)
-            .arg(&letter.payload)
-            .arg(FIELD_POSITION)
-            .arg(&letter.position)
-            .ignore();
+        xadd_event(&mut pipe, &keys.events, &letter.payload, letter.position.as_bytes()).ignore();
         if let Some(user) = letter.user_id {
             pipe.hdel(&keys.failed, user).ignore();
         }
@@ -129,4 +123,20 @@ pub async fn replay(conn: &mut RedisConn, coupon: CouponId, only: Option<&str>) 
         replayed += 1;
     }
     Ok(replayed)
+}
+
+/// Queues an XADD to `stream` of an event's two fields; more fields may follow.
+fn xadd_event<'a>(
+    pipe: &'a mut redis::Pipeline,
+    stream: &str,
+    payload: &[u8],
+    position: &[u8],
+) -> &'a mut redis::Pipeline {
+    pipe.cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg(FIELD_EVENT)
+        .arg(payload)
+        .arg(FIELD_POSITION)
+        .arg(position)
 }

@@ -1,9 +1,9 @@
 //! The consumer's MySQL write: one transaction per coupon per batch that inserts
 //! the new issues idempotently and raises `issued_quantity` by exactly the rows
-//! inserted, never past `total_quantity` (guarantee 4 holds here even if Redis
-//! forgot everything).
+//! inserted, never past `total_quantity` (guarantee 4 of docs/GUARANTEES.md
+//! holds here even if Redis forgot everything).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use shared::{CouponId, IssueEvent};
 use sqlx::{MySqlPool, QueryBuilder};
 use std::collections::HashSet;
@@ -20,7 +20,18 @@ pub async fn active_coupons(db: &MySqlPool) -> Result<Vec<CouponId>, sqlx::Error
         .bind(cutoff)
         .fetch_all(db)
         .await?;
-    Ok(ids.into_iter().filter_map(|id| CouponId::new(id).ok()).collect())
+    Ok(ids
+        .into_iter()
+        .filter_map(|id| match CouponId::new(id) {
+            Ok(id) => Some(id),
+            Err(err) => {
+                // The API never creates one (AUTO_INCREMENT starts at 1), and no
+                // request could name it: its stream can hold no event.
+                tracing::warn!(id, %err, "skipping a coupon row whose id is not a valid coupon id");
+                None
+            }
+        })
+        .collect())
 }
 
 /// Why an event can never be written; it goes to the dead-letter stream.
@@ -30,6 +41,8 @@ pub enum Refusal {
     QuantityExceeded,
     /// MySQL has no such coupon.
     CouponNotFound,
+    /// `accepted_at_ms` is no time a MySQL `DATETIME` can hold.
+    InvalidAcceptedAt,
 }
 
 impl Refusal {
@@ -37,6 +50,7 @@ impl Refusal {
         match self {
             Refusal::QuantityExceeded => "quantity_exceeded",
             Refusal::CouponNotFound => "coupon_not_found",
+            Refusal::InvalidAcceptedAt => "invalid_accepted_at",
         }
     }
 }
@@ -90,7 +104,8 @@ pub async fn write_issues(db: &MySqlPool, coupon: CouponId, events: &[IssueEvent
             "INSERT IGNORE INTO coupon_issues (coupon_id, user_id, position, accepted_at, issued_at) ",
         );
         insert.push_values(plan.insert.iter().map(|&i| &events[i]), |mut row, event| {
-            let accepted_at = DateTime::<Utc>::from_timestamp_millis(event.accepted_at_ms).unwrap_or(now);
+            #[allow(clippy::expect_used)]
+            let accepted_at = accepted_at(event).expect("plan() refuses every event without a valid accepted_at");
             row.push_bind(coupon.get())
                 .push_bind(event.user_id.get())
                 .push_bind(event.position)
@@ -132,7 +147,14 @@ async fn existing_users(
     Ok(rows.into_iter().collect())
 }
 
-/// Which events to insert, which are redeliveries and which no longer fit.
+/// When the API accepted `event`, if that is a time `coupon_issues.accepted_at`
+/// (a `DATETIME`, years 1000 to 9999) can hold. The value comes from the stream,
+/// so it is checked rather than trusted.
+fn accepted_at(event: &IssueEvent) -> Option<DateTime<Utc>> {
+    DateTime::<Utc>::from_timestamp_millis(event.accepted_at_ms).filter(|t| (1000..=9999).contains(&t.year()))
+}
+
+/// Which events to insert, which are redeliveries and which can not be written.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     pub insert: Vec<usize>,
@@ -142,6 +164,7 @@ pub struct Plan {
 
 /// Decides per event, in position order so that if the quantity no longer fits
 /// (only possible after Redis lost state) the earliest accepted keep their rows.
+/// An event without a valid acceptance time is refused outright.
 pub fn plan(events: &[IssueEvent], existing: &HashSet<i64>, room: i64) -> Plan {
     let mut order: Vec<usize> = (0..events.len()).collect();
     order.sort_by_key(|&i| events[i].position);
@@ -150,7 +173,9 @@ pub fn plan(events: &[IssueEvent], existing: &HashSet<i64>, room: i64) -> Plan {
     let mut room = room.max(0);
     for i in order {
         let user = events[i].user_id.get();
-        if existing.contains(&user) || !seen.insert(user) {
+        if accepted_at(&events[i]).is_none() {
+            plan.refused.push((i, Refusal::InvalidAcceptedAt));
+        } else if existing.contains(&user) || !seen.insert(user) {
             plan.duplicates += 1;
         } else if room > 0 {
             room -= 1;
@@ -188,5 +213,19 @@ mod tests {
             plan.refused,
             vec![(0, Refusal::QuantityExceeded), (4, Refusal::QuantityExceeded)]
         );
+    }
+
+    #[test]
+    fn an_acceptance_time_mysql_can_not_hold_is_refused_not_replaced_by_now() {
+        let at = |ms| IssueEvent {
+            accepted_at_ms: ms,
+            ..event(1, 1)
+        };
+        for bad in [i64::MAX, i64::MIN, -62_000_000_000_000, 253_402_300_800_000] {
+            let plan = plan(&[at(bad)], &HashSet::new(), 10);
+            assert_eq!(plan.refused, vec![(0, Refusal::InvalidAcceptedAt)], "{bad}");
+            assert!(plan.insert.is_empty());
+        }
+        assert_eq!(plan(&[at(1_764_000_000_000)], &HashSet::new(), 10).insert, vec![0]);
     }
 }

@@ -53,6 +53,7 @@ impl Worker {
         let mut i = 0;
         while i < entries.len() {
             let entry = &entries[i];
+            // Not pending with us (acked meanwhile): not over-delivered either.
             let delivered = counts
                 .get(&(entry.stream.clone(), entry.id.clone()))
                 .copied()
@@ -80,6 +81,8 @@ impl Worker {
         outcome: &mut Outcome,
     ) -> Result<(), WorkerError> {
         let Some(coupon) = CouponKeys::coupon_of_events_stream(stream) else {
+            // Only coupon streams are read, so Redis named one we never asked for.
+            tracing::error!(%stream, count = entries.len(), "entries from a stream that is no coupon's; left pending");
             entries.clear();
             return Ok(());
         };

@@ -124,10 +124,11 @@ impl Worker {
 }
 
 fn error_metric(err: &WorkerError) {
-    match err {
-        WorkerError::Redis(_) => metrics::counter!(shared::metrics::REDIS_ERRORS, "op" => "consumer").increment(1),
-        WorkerError::Mysql(_) => metrics::counter!(shared::metrics::MYSQL_ERRORS, "op" => "consumer").increment(1),
-    }
+    let name = match err {
+        WorkerError::Redis(_) => shared::metrics::REDIS_ERRORS,
+        WorkerError::Mysql(_) => shared::metrics::MYSQL_ERRORS,
+    };
+    metrics::counter!(name, shared::metrics::LABEL_SERVICE => "consumer").increment(1);
 }
 
 /// Exponential backoff with full jitter, from 50 ms up to `max`.

@@ -2,35 +2,13 @@
 //! keep-alives and trimming. Every command names one stream (one cluster slot),
 //! except the multi-stream XREADGROUP.
 
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply};
+use redis::streams::{StreamAutoClaimReply, StreamPendingCountReply};
 use redis::{RedisResult, Value};
-use shared::event::{FIELD_EVENT, FIELD_POSITION};
 use shared::redis_conn::RedisConn;
 
-/// One entry as read from a stream, before decoding.
-#[derive(Clone, Debug)]
-pub struct Entry {
-    pub stream: String,
-    pub id: String,
-    pub payload: Option<Vec<u8>>,
-    pub position: Option<Vec<u8>>,
-}
+mod entry;
 
-impl Entry {
-    fn from_stream_id(stream: &str, entry: StreamId) -> Self {
-        let bytes = |field: &str| match entry.map.get(field) {
-            Some(Value::BulkString(b)) => Some(b.clone()),
-            Some(Value::SimpleString(s)) => Some(s.clone().into_bytes()),
-            _ => None,
-        };
-        Self {
-            stream: stream.to_string(),
-            payload: bytes(FIELD_EVENT),
-            position: bytes(FIELD_POSITION),
-            id: entry.id,
-        }
-    }
-}
+pub use entry::{Entry, EntryId};
 
 /// Who this consumer is in which group.
 #[derive(Clone, Debug)]
@@ -115,66 +93,7 @@ async fn xreadgroup(
         cmd.arg(">");
     }
     let reply: Value = cmd.query_async(conn).await?;
-    parse_read_reply(reply)
-}
-
-/// Parses an XREADGROUP reply straight into entries. redis-rs's
-/// `StreamReadReply` builds a map of owned values per entry; the benchmark
-/// showed that parsing as a third of the consumer's CPU.
-fn parse_read_reply(reply: Value) -> RedisResult<Vec<Entry>> {
-    let malformed = || redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "malformed XREADGROUP reply"));
-    let streams: Vec<(Value, Value)> = match reply {
-        Value::Nil => return Ok(Vec::new()),
-        Value::Array(items) => items
-            .into_iter()
-            .map(|item| match item {
-                Value::Array(pair) if pair.len() == 2 => {
-                    let mut pair = pair.into_iter();
-                    Ok((pair.next().unwrap_or(Value::Nil), pair.next().unwrap_or(Value::Nil)))
-                }
-                _ => Err(malformed()),
-            })
-            .collect::<RedisResult<_>>()?,
-        Value::Map(pairs) => pairs,
-        _ => return Err(malformed()),
-    };
-    let mut entries = Vec::new();
-    for (key, items) in streams {
-        let stream: String = redis::from_redis_value(key)?;
-        let Value::Array(items) = items else {
-            return Err(malformed());
-        };
-        entries.reserve(items.len());
-        for item in items {
-            let Value::Array(parts) = item else {
-                return Err(malformed());
-            };
-            let mut parts = parts.into_iter();
-            let id: String = redis::from_redis_value(parts.next().unwrap_or(Value::Nil))?;
-            let mut entry = Entry {
-                stream: stream.clone(),
-                id,
-                payload: None,
-                position: None,
-            };
-            // A deleted entry still pending comes back with nil fields.
-            if let Some(Value::Array(fields)) = parts.next() {
-                let mut fields = fields.into_iter();
-                while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
-                    let (Value::BulkString(name), Value::BulkString(value)) = (name, value) else {
-                        continue;
-                    };
-                    if name == FIELD_EVENT.as_bytes() {
-                        entry.payload = Some(value);
-                    } else if name == FIELD_POSITION.as_bytes() {
-                        entry.position = Some(value);
-                    }
-                }
-            }
-            entries.push(entry);
-        }
-    }
-    Ok(entries)
+    entry::parse_read_reply(reply)
 }
 
 /// Takes over entries of `stream` idle for `min_idle_ms` or more, whoever holds
@@ -248,31 +167,20 @@ pub async fn delivery_counts(
     stream: &str,
     ids: &[&str],
 ) -> RedisResult<Vec<(String, usize)>> {
-    let (Some(first), Some(last)) = (
-        ids.iter().min_by(|a, b| cmp_ids(a, b)),
-        ids.iter().max_by(|a, b| cmp_ids(a, b)),
-    ) else {
+    let parsed = ids.iter().map(|id| id.parse()).collect::<RedisResult<Vec<EntryId>>>()?;
+    let (Some(first), Some(last)) = (parsed.iter().min(), parsed.iter().max()) else {
         return Ok(Vec::new());
     };
     let pending: StreamPendingCountReply = redis::cmd("XPENDING")
         .arg(stream)
         .arg(&member.group)
-        .arg(*first)
-        .arg(*last)
+        .arg(first.to_string())
+        .arg(last.to_string())
         .arg(ids.len() * 2 + 16)
         .arg(&member.name)
         .query_async(conn)
         .await?;
     Ok(pending.ids.into_iter().map(|p| (p.id, p.times_delivered)).collect())
-}
-
-/// Orders stream ids (`ms-seq`) numerically.
-pub fn cmp_ids(a: &str, b: &str) -> std::cmp::Ordering {
-    let parse = |id: &str| {
-        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-        (ms.parse::<u64>().unwrap_or(0), seq.parse::<u64>().unwrap_or(0))
-    };
-    parse(a).cmp(&parse(b))
 }
 
 /// Resets the idle time of entries this member is still working on (XCLAIM
@@ -330,60 +238,19 @@ pub async fn trim(conn: &mut RedisConn, member: &Member, stream: &str) -> RedisR
         redis::streams::StreamPendingReply::Data(data) => Some(data.start_id.clone()),
         _ => None,
     };
+    let last_delivered: EntryId = group.last_delivered_id.parse()?;
     let min_id = match oldest_pending {
-        Some(pending) if cmp_ids(&pending, &group.last_delivered_id).is_lt() => pending,
-        _ => group.last_delivered_id.clone(),
+        Some(pending) => pending.parse::<EntryId>()?.min(last_delivered),
+        None => last_delivered,
     };
     let (_, len): (i64, u64) = redis::pipe()
         .cmd("XTRIM")
         .arg(stream)
         .arg("MINID")
-        .arg(&min_id)
+        .arg(min_id.to_string())
         .cmd("XLEN")
         .arg(stream)
         .query_async(conn)
         .await?;
     Ok((len, group.pending as u64))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cmp_ids;
-    use std::cmp::Ordering;
-
-    #[test]
-    fn a_read_reply_becomes_entries_with_their_event_and_position() {
-        use redis::Value::{Array, BulkString, Nil};
-        let bulk = |s: &str| BulkString(s.as_bytes().to_vec());
-        let reply = Array(vec![Array(vec![
-            bulk("coupon:{7}:events"),
-            Array(vec![
-                Array(vec![
-                    bulk("1-0"),
-                    Array(vec![bulk("ev"), bulk("E"), bulk("pos"), bulk("3")]),
-                ]),
-                Array(vec![bulk("2-0"), Nil]),
-            ]),
-        ])]);
-        let entries = super::parse_read_reply(reply).unwrap();
-        assert_eq!(entries.len(), 2);
-        assert_eq!(
-            (entries[0].stream.as_str(), entries[0].id.as_str()),
-            ("coupon:{7}:events", "1-0")
-        );
-        assert_eq!(
-            (entries[0].payload.as_deref(), entries[0].position.as_deref()),
-            (Some(&b"E"[..]), Some(&b"3"[..]))
-        );
-        assert_eq!((entries[1].payload.as_deref(), entries[1].id.as_str()), (None, "2-0"));
-        assert!(super::parse_read_reply(Nil).unwrap().is_empty());
-        assert!(super::parse_read_reply(bulk("x")).is_err());
-    }
-
-    #[test]
-    fn stream_ids_compare_as_numbers_not_text() {
-        assert_eq!(cmp_ids("9-0", "10-0"), Ordering::Less);
-        assert_eq!(cmp_ids("10-2", "10-10"), Ordering::Less);
-        assert_eq!(cmp_ids("10-2", "10-2"), Ordering::Equal);
-    }
 }
