@@ -11,7 +11,8 @@
 --   {2, 0}         already issued to this user
 --   {3, issued}    sold out
 --   {0, 0}         the coupon's Redis state is missing and must be rebuilt
---                  from MySQL before anything is accepted (guarantee 4)
+--                  from MySQL before anything is accepted (guarantee 4,
+--                  docs/GUARANTEES.md)
 --
 -- The duplicate check comes before the quantity check so a user who already
 -- has the coupon is told so even once it is sold out. SADD is the first write,
