@@ -1,10 +1,11 @@
 //! The API's one error type and its mapping to the contract's status codes and
-//! error bodies. Internal details are logged here, never sent.
+//! error bodies. Internal details are never sent; `http_layer` logs them.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+use std::sync::Arc;
 
 /// Every way a request can fail; each variant names its status and `error` code.
 #[derive(Debug, thiserror::Error)]
@@ -93,21 +94,18 @@ impl ApiError {
 }
 
 impl IntoResponse for ApiError {
+    /// Builds the answer and nothing else: the error rides along in the
+    /// response's extensions, and [`crate::http_layer`] logs and counts it.
     fn into_response(self) -> Response {
         let (status, error) = self.status_and_code();
         let message = match &self {
-            ApiError::Redis(err) => {
-                tracing::warn!(%err, "redis call failed");
-                metrics::counter!(shared::metrics::REDIS_ERRORS, "op" => "api").increment(1);
-                "the service is temporarily unavailable, retry shortly".to_string()
-            }
-            ApiError::Database(err) => {
-                tracing::warn!(%err, "mysql call failed");
-                metrics::counter!(shared::metrics::MYSQL_ERRORS, "op" => "api").increment(1);
+            ApiError::Redis(_) | ApiError::Database(_) => {
                 "the service is temporarily unavailable, retry shortly".to_string()
             }
             other => other.to_string(),
         };
-        (status, Json(ErrorBody { error, message })).into_response()
+        let mut response = (status, Json(ErrorBody { error, message })).into_response();
+        response.extensions_mut().insert(Arc::new(self));
+        response
     }
 }

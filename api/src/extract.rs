@@ -1,9 +1,12 @@
-//! Extractors whose rejections are the API's own error bodies: JSON bodies and
-//! path ids. Nothing malformed gets past them, and nothing they refuse is a 5xx.
+//! Extractors whose rejections are the API's own error bodies: JSON bodies, path
+//! ids and the admin token. Nothing malformed gets past them, and nothing they
+//! refuse is a 5xx.
 
-use crate::error::ApiError;
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::value::MapAccessDeserializer;
@@ -29,6 +32,21 @@ where
             Err(rejection) => Err(json_error(rejection)),
         }
     }
+}
+
+/// The answers [`ApiJson`] gives a body it refuses, for the routes' OpenAPI
+/// entries (`responses(..., BodyRejections)`).
+#[derive(utoipa::IntoResponses)]
+pub enum BodyRejections {
+    /// `payload_too_large`
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// `invalid_request`: not JSON
+    #[response(status = 415)]
+    NotJson(ErrorBody),
+    /// `invalid_request`: wrong fields or values
+    #[response(status = 422)]
+    Unprocessable(ErrorBody),
 }
 
 /// A body that must be a JSON object. serde's derive also accepts a struct
@@ -63,35 +81,93 @@ fn json_error(rejection: JsonRejection) -> ApiError {
     }
 }
 
-fn parse_id<T>(params: &HashMap<String, String>, name: &str) -> Result<Option<T>, ApiError>
+/// The request's path parameters, or a 400 saying why they are not there.
+async fn path_params<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<HashMap<String, String>, ApiError> {
+    let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+        .await
+        .map_err(|rejection| ApiError::InvalidRequest(rejection.body_text()))?;
+    Ok(params)
+}
+
+/// The id in path parameter `name`, parsed.
+fn path_id<T>(params: &HashMap<String, String>, name: &str) -> Result<T, ApiError>
 where
     T: std::str::FromStr<Err = shared::ids::IdError>,
 {
-    params
+    let raw = params
         .get(name)
-        .map(|raw| {
-            raw.parse::<T>()
-                .map_err(|err| ApiError::InvalidRequest(format!("{name}: {err}")))
-        })
-        .transpose()
+        .ok_or_else(|| ApiError::InvalidRequest(format!("missing {name}")))?;
+    raw.parse::<T>()
+        .map_err(|err| ApiError::InvalidRequest(format!("{name}: {err}")))
 }
 
-/// The `{coupon_id}` and, where present, `{user_id}` path segments, parsed.
-pub struct Ids {
-    pub coupon: CouponId,
-    pub user: Option<UserId>,
-}
+/// The `{coupon_id}` path segment, parsed.
+pub struct CouponPath(pub CouponId);
 
-impl<S: Send + Sync> FromRequestParts<S> for Ids {
+impl<S: Send + Sync> FromRequestParts<S> for CouponPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path(params) =
-            axum::extract::Path::<HashMap<String, String>>::from_request_parts(parts, state)
-                .await
-                .map_err(|rejection| ApiError::InvalidRequest(rejection.body_text()))?;
-        let coupon = parse_id(&params, "coupon_id")?.ok_or(ApiError::InvalidRequest("missing coupon_id".into()))?;
-        let user = parse_id(&params, "user_id")?;
-        Ok(Self { coupon, user })
+        let params = path_params(parts, state).await?;
+        Ok(Self(path_id(&params, "coupon_id")?))
+    }
+}
+
+/// The `{coupon_id}` and `{user_id}` path segments, parsed.
+pub struct IssuePath {
+    pub coupon: CouponId,
+    pub user: UserId,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IssuePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let params = path_params(parts, state).await?;
+        Ok(Self {
+            coupon: path_id(&params, "coupon_id")?,
+            user: path_id(&params, "user_id")?,
+        })
+    }
+}
+
+/// Proof that the request carries the admin bearer token, as realworld's
+/// `AuthUser` is proof of a user: `403 admin_disabled` when `ADMIN_TOKEN` is
+/// unset, `401 unauthorized` when the token is missing or wrong.
+pub struct AdminToken;
+
+/// The answers [`AdminToken`] refuses with, for the admin routes' OpenAPI entries.
+#[derive(utoipa::IntoResponses)]
+pub enum AdminRejections {
+    /// `unauthorized`
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// `admin_disabled`
+    #[response(status = 403)]
+    AdminDisabled(ErrorBody),
+}
+
+impl FromRequestParts<AppState> for AdminToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let expected = app.admin_token.as_deref().ok_or(ApiError::AdminDisabled)?;
+        let given = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthorized)?;
+        // Constant-time comparison: the token's bytes must not leak through timing.
+        let same_len = given.len() == expected.len();
+        let diff = given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if same_len && diff == 0 {
+            Ok(AdminToken)
+        } else {
+            Err(ApiError::Unauthorized)
+        }
     }
 }

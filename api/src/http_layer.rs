@@ -1,81 +1,76 @@
 //! The middleware around every request: the OpenTelemetry HTTP server span
-//! (continuing an incoming W3C `traceparent`) and the latency histogram.
+//! (continuing an incoming W3C `traceparent`), the latency histogram, and the
+//! logging and counting of the failures behind error answers (an [`ApiError`]
+//! only builds its answer; it leaves itself in the response's extensions).
 //!
-//! Labels and span names are `&'static str` for every route and status the API
-//! answers, so the hot path formats and allocates nothing for them.
+//! Labels and span names are `&'static str`, read from a table built once from
+//! the routes' own declarations (the OpenAPI paths of [`crate::routes::declared`]), so the hot path
+//! formats and allocates nothing for them and no route can be left out.
 
+use crate::error::ApiError;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use shared::telemetry::SPAN_TARGET;
 use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// Every route of the router, `(method, route, span name)`.
-const ROUTES: &[(Method, &str, &str)] = &[
-    (
-        Method::POST,
-        "/coupons/{coupon_id}/issue",
-        "POST /coupons/{coupon_id}/issue",
-    ),
-    (
-        Method::GET,
-        "/coupons/{coupon_id}/issues/{user_id}",
-        "GET /coupons/{coupon_id}/issues/{user_id}",
-    ),
-    (Method::GET, "/coupons/{coupon_id}", "GET /coupons/{coupon_id}"),
-    (Method::POST, "/coupons", "POST /coupons"),
-    (Method::GET, "/healthz", "GET /healthz"),
-    (Method::GET, "/readyz", "GET /readyz"),
-    (Method::GET, "/metrics", "GET /metrics"),
-    (Method::GET, "/openapi.json", "GET /openapi.json"),
-];
+/// One declared route's labels.
+struct Route {
+    method: Method,
+    path: String,
+    /// `METHOD path`, the server span's name.
+    span_name: String,
+}
+
+/// Every route, read from the OpenAPI paths the router declaration produced.
+static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
+    let mut document = crate::routes::declared().into_openapi();
+    let mut routes = Vec::new();
+    for (path, item) in document.paths.paths.iter_mut() {
+        for (method, _) in crate::routes::operations(item) {
+            routes.push(Route {
+                span_name: format!("{method} {path}"),
+                path: path.clone(),
+                method,
+            });
+        }
+    }
+    routes
+});
 
 /// `(method, route, span name)` of a request, static; unknown ones are pooled.
-fn route_of(method: &Method, matched: Option<&MatchedPath>) -> (&'static str, &'static str, &'static str) {
-    let path = matched.map(MatchedPath::as_str);
-    let known = ROUTES.iter().find(|(m, route, _)| m == method && Some(*route) == path);
-    match known {
-        Some((m, route, name)) => (method_label(m), route, name),
+fn route_of(method: &Method, path: Option<&str>) -> (&'static str, &'static str, &'static str) {
+    match ROUTES
+        .iter()
+        .find(|r| r.method == method && Some(r.path.as_str()) == path)
+    {
+        Some(r) => (r.method.as_str(), &r.path, &r.span_name),
         None => ("other", "unmatched", "HTTP request"),
     }
 }
 
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        _ => "other",
-    }
-}
+/// Every valid status code, so that each has a `&'static str` label.
+static STATUSES: LazyLock<Vec<StatusCode>> =
+    LazyLock::new(|| (100..1000).filter_map(|code| StatusCode::from_u16(code).ok()).collect());
 
-/// The status as a static label: every status the API answers, else `other`.
 fn status_label(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        200 => "200",
-        201 => "201",
-        202 => "202",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        409 => "409",
-        413 => "413",
-        415 => "415",
-        422 => "422",
-        500 => "500",
-        503 => "503",
-        _ => "other",
-    }
+    // `StatusCode` holds 100 to 999 only, so the lookup always finds it.
+    usize::from(status.as_u16())
+        .checked_sub(100)
+        .and_then(|at| STATUSES.get(at))
+        .map_or("other", StatusCode::as_str)
 }
 
-/// Wraps the request in a server span named `METHOD route` and records its latency.
+/// Wraps the request in a server span named `METHOD route`, records its latency,
+/// and logs and counts the failure behind an error answer.
 pub async fn trace_and_measure(request: Request, next: Next) -> Response {
-    let (method, route, name) = route_of(request.method(), request.extensions().get::<MatchedPath>());
+    let matched = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+    let (method, route, name) = route_of(request.method(), matched);
     let span = tracing::info_span!(
         target: SPAN_TARGET,
         "HTTP request",
@@ -88,26 +83,16 @@ pub async fn trace_and_measure(request: Request, next: Next) -> Response {
         url.scheme = "http",
         http.response.status_code = tracing::field::Empty,
     );
-    if !span.is_disabled() {
-        let carrier: HashMap<String, String> = ["traceparent", "tracestate"]
-            .into_iter()
-            .filter_map(|name| {
-                Some((
-                    name.to_string(),
-                    request.headers().get(name)?.to_str().ok()?.to_string(),
-                ))
-            })
-            .collect();
-        if !carrier.is_empty() {
-            let _ = span.set_parent(shared::telemetry::extract_context(&carrier));
-        }
-    }
+    continue_trace(&span, &request);
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
+    }
+    if let Some(error) = response.extensions().get::<Arc<ApiError>>() {
+        span.in_scope(|| log_and_count(error));
     }
     metrics::histogram!(
         shared::metrics::HTTP_REQUEST_DURATION,
@@ -117,4 +102,64 @@ pub async fn trace_and_measure(request: Request, next: Next) -> Response {
     )
     .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// Makes an incoming W3C trace context the span's parent.
+fn continue_trace(span: &tracing::Span, request: &Request) {
+    if span.is_disabled() {
+        return;
+    }
+    let carrier: HashMap<String, String> = ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|name| {
+            Some((
+                name.to_string(),
+                request.headers().get(name)?.to_str().ok()?.to_string(),
+            ))
+        })
+        .collect();
+    if !carrier.is_empty() {
+        let _ = span.set_parent(shared::telemetry::extract_context(&carrier));
+    }
+}
+
+/// Failures of Redis and MySQL are the operators' business: logged with their
+/// detail (which the answer never carries) and counted. The rest are the
+/// client's, and the answer says all there is.
+fn log_and_count(error: &ApiError) {
+    match error {
+        ApiError::Redis(err) => {
+            tracing::warn!(%err, "redis call failed");
+            metrics::counter!(shared::metrics::REDIS_ERRORS, "service" => "api").increment(1);
+        }
+        ApiError::Database(err) => {
+            tracing::warn!(%err, "mysql call failed");
+            metrics::counter!(shared::metrics::MYSQL_ERRORS, "service" => "api").increment(1);
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_declared_route_has_static_labels() {
+        let issue = Some("/coupons/{coupon_id}/issue");
+        assert_eq!(
+            route_of(&Method::POST, issue),
+            ("POST", "/coupons/{coupon_id}/issue", "POST /coupons/{coupon_id}/issue")
+        );
+        assert_eq!(route_of(&Method::GET, Some("/metrics")).2, "GET /metrics");
+        assert_eq!(route_of(&Method::DELETE, issue).1, "unmatched");
+        assert_eq!(route_of(&Method::GET, None).1, "unmatched");
+    }
+
+    #[test]
+    fn every_status_is_its_own_label() {
+        assert_eq!(status_label(StatusCode::ACCEPTED), "202");
+        assert_eq!(status_label(StatusCode::from_u16(999).unwrap()), "999");
+        assert_eq!(status_label(StatusCode::CONTINUE), "100");
+    }
 }

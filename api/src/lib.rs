@@ -6,29 +6,28 @@
 //!
 //! # Layout
 //! - [`startup`]: `Application::build(config)` binds; `run_until(shutdown)` serves.
-//! - [`routes`]: the router and one module per resource.
-//! - [`app`]: the shared state and the coupon lookup (cache → Redis → MySQL).
-//! - [`cache`]: the in-process coupon metadata cache.
+//! - [`routes`]: the router, declared once per route, and one module per resource.
+//! - [`app`]: the shared state.
+//! - [`lookup`]: finding a coupon (memory → Redis → MySQL) and rebuilding or
+//!   publishing its Redis state.
 //! - [`script`]: the issue Lua script and its decisions.
-//! - [`state`]: publishing and rebuilding a coupon's Redis state.
-//! - [`store`]: the API's few MySQL queries (none on the issue path).
-//! - [`extract`]: JSON and path extractors that answer with the API's errors.
+//! - [`store`]: creating coupons and the status query (neither on the issue path).
+//! - [`extract`]: JSON, path and admin-token extractors that answer with the API's errors.
 //! - [`error`]: the one error type and its status codes.
-//! - [`http_layer`]: server spans and request metrics.
-//! - [`openapi`]: the generated OpenAPI document.
+//! - [`http_layer`]: server spans, request metrics, logging of failures.
+//! - [`openapi`]: the OpenAPI document, generated from the route declarations.
 //! - [`config`]: the configuration (env + flags).
 
 pub mod app;
-pub mod cache;
 pub mod config;
 pub mod error;
 pub mod extract;
 pub mod http_layer;
+pub mod lookup;
 pub mod openapi;
 pub mod routes;
 pub mod script;
 pub mod startup;
-pub mod state;
 pub mod store;
 
 pub use config::ApiConfig;

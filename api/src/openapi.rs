@@ -1,15 +1,15 @@
-//! The OpenAPI 3 description, generated from the handlers' annotations.
+//! The OpenAPI 3 description: what is not a route (title, security scheme,
+//! shared schemas) is declared here; the paths come from [`crate::routes::declared`].
 
 use crate::error::ErrorBody;
-use crate::routes::{coupons, issue, ops};
+use std::sync::LazyLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "coupon-rush", description = "First-come-first-served coupon issuance."),
-    paths(coupons::create, coupons::get, issue::issue, issue::status, ops::healthz, ops::readyz, ops::metrics, ops::openapi),
-    components(schemas(ErrorBody, coupons::NewCoupon, coupons::CouponBody, coupons::CouponWithCounts, issue::IssueRequest, issue::Accepted, issue::IssueStatus)),
+    components(schemas(ErrorBody)),
     modifiers(&AdminAuth)
 )]
 struct ApiDoc;
@@ -26,7 +26,15 @@ impl Modify for AdminAuth {
     }
 }
 
-/// The document served at `/openapi.json`.
-pub fn document() -> utoipa::openapi::OpenApi {
+/// The document before the routes add their paths and schemas.
+pub fn base() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// Built once: the routes never change while the process runs.
+static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(|| crate::routes::declared().into_openapi());
+
+/// The document served at `/openapi.json`.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    &DOCUMENT
 }

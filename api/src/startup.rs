@@ -1,8 +1,8 @@
 //! Building the application from its configuration and serving it until shutdown.
 
 use crate::app::{AppState, Inner};
-use crate::cache::CouponCache;
 use crate::config::ApiConfig;
+use crate::lookup::CouponCache;
 use crate::routes;
 use crate::script::IssueScript;
 use shared::startup::Connections;

@@ -1,60 +1,47 @@
-//! The API's MySQL queries: creating coupons, loading one on a cache miss or a
-//! rebuild, and the status lookup. None of them is on the issue path.
+//! The API's MySQL writes and reads outside the coupon lookup: creating a
+//! coupon, and the status lookup. Neither is on the issue path. (Reading a
+//! coupon and its issued users for a rebuild belongs to [`crate::lookup`].)
 
 use chrono::{DateTime, Utc};
 use shared::{Coupon, CouponId, UserId};
 use sqlx::MySqlPool;
 
+/// A coupon's fields before MySQL gave it an id: a validated new coupon, or a
+/// row read back (the columns have the same names).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CouponDraft {
+    pub name: String,
+    pub total_quantity: i64,
+    pub issue_start: DateTime<Utc>,
+    pub issue_end: DateTime<Utc>,
+}
+
+impl CouponDraft {
+    pub fn with_id(self, id: CouponId) -> Coupon {
+        Coupon {
+            id,
+            name: self.name,
+            total_quantity: self.total_quantity,
+            issue_start: self.issue_start,
+            issue_end: self.issue_end,
+        }
+    }
+}
+
 /// Inserts a coupon and returns it with its new id.
-pub async fn insert_coupon(
-    db: &MySqlPool,
-    name: &str,
-    total: i64,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-) -> Result<Coupon, sqlx::Error> {
+pub async fn insert_coupon(db: &MySqlPool, draft: CouponDraft) -> Result<Coupon, sqlx::Error> {
     let result = sqlx::query("INSERT INTO coupons (name, total_quantity, issue_start, issue_end) VALUES (?, ?, ?, ?)")
-        .bind(name)
-        .bind(total)
-        .bind(start)
-        .bind(end)
+        .bind(&draft.name)
+        .bind(draft.total_quantity)
+        .bind(draft.issue_start)
+        .bind(draft.issue_end)
         .execute(db)
         .await?;
     let id = i64::try_from(result.last_insert_id())
         .ok()
         .and_then(|id| CouponId::new(id).ok())
         .ok_or_else(|| sqlx::Error::Protocol("MySQL returned an out-of-range coupon id".into()))?;
-    Ok(Coupon {
-        id,
-        name: name.to_string(),
-        total_quantity: total,
-        issue_start: start,
-        issue_end: end,
-    })
-}
-
-/// The coupon, if MySQL has it.
-pub async fn find_coupon(db: &MySqlPool, id: CouponId) -> Result<Option<Coupon>, sqlx::Error> {
-    let row: Option<(String, i64, DateTime<Utc>, DateTime<Utc>)> =
-        sqlx::query_as("SELECT name, total_quantity, issue_start, issue_end FROM coupons WHERE id = ?")
-            .bind(id.get())
-            .fetch_optional(db)
-            .await?;
-    Ok(row.map(|(name, total_quantity, issue_start, issue_end)| Coupon {
-        id,
-        name,
-        total_quantity,
-        issue_start,
-        issue_end,
-    }))
-}
-
-/// Every user MySQL holds an issue for, to refill Redis after it lost its state.
-pub async fn issued_users(db: &MySqlPool, id: CouponId) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT user_id FROM coupon_issues WHERE coupon_id = ?")
-        .bind(id.get())
-        .fetch_all(db)
-        .await
+    Ok(draft.with_id(id))
 }
 
 /// When the user's row was written, if it is in MySQL.

@@ -2,10 +2,11 @@
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, Ids};
-use crate::store;
+use crate::extract::{AdminRejections, AdminToken, ApiJson, BodyRejections, CouponPath};
+use crate::lookup;
+use crate::store::{self, CouponDraft};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, FixedOffset, Utc};
 use redis::AsyncCommands;
@@ -69,78 +70,61 @@ impl From<&Coupon> for CouponBody {
     responses(
         (status = 201, body = CouponBody, description = "created"),
         (status = 400, body = ErrorBody, description = "`invalid_request`: malformed JSON"),
-        (status = 401, body = ErrorBody, description = "`unauthorized`"),
-        (status = 403, body = ErrorBody, description = "`admin_disabled`"),
-        (status = 413, body = ErrorBody, description = "`payload_too_large`"),
-        (status = 415, body = ErrorBody, description = "`invalid_request`: not JSON"),
-        (status = 422, body = ErrorBody, description = "`invalid_request`: wrong fields or values"),
+        AdminRejections,
+        BodyRejections,
         (status = 503, body = ErrorBody, description = "`unavailable`"),
     ))]
 pub async fn create(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    _admin: AdminToken,
     body: Result<ApiJson<NewCoupon>, ApiError>,
 ) -> Result<(StatusCode, Json<CouponBody>), ApiError> {
-    authorize(&app, &headers)?;
     let ApiJson(new) = body?;
-    let (name, total, start, end) = validate(new)?;
-    let coupon = store::insert_coupon(&app.db, &name, total, start, end).await?;
+    let coupon = store::insert_coupon(&app.db, new.validate()?).await?;
     // The coupon exists once MySQL has it; if Redis is down now, the first
     // request for it rebuilds its state, so a failure here is not the client's.
-    if let Err(err) = crate::state::publish_new(&mut app.redis(), &app.db, &coupon, app.rebuild_wait).await {
+    if let Err(err) = lookup::publish_new(&app, &coupon).await {
         tracing::warn!(coupon = %coupon.id, %err, "coupon created, Redis state deferred to first use");
     }
     let body = CouponBody::from(&coupon);
-    app.cache.insert(coupon);
+    app.cache.remember(coupon);
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let expected = app.admin_token.as_deref().ok_or(ApiError::AdminDisabled)?;
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(ApiError::Unauthorized)?;
-    // Constant-time comparison: the token's bytes must not leak through timing.
-    let same_len = given.len() == expected.len();
-    let diff = given
-        .bytes()
-        .zip(expected.bytes())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    if same_len && diff == 0 {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
+impl NewCoupon {
+    /// The contract's rules on a new coupon, and its instants as MySQL keeps them.
+    fn validate(self) -> Result<CouponDraft, ApiError> {
+        let chars = self.name.chars().count();
+        if !(1..=200).contains(&chars) {
+            return Err(ApiError::Unprocessable("name must be 1 to 200 characters".into()));
+        }
+        if self.total_quantity < 1 {
+            return Err(ApiError::Unprocessable("total_quantity must be at least 1".into()));
+        }
+        // MySQL keeps milliseconds; truncate so Redis, MySQL and the answer agree.
+        let ms = |t: DateTime<FixedOffset>| DateTime::<Utc>::from_timestamp_millis(t.timestamp_millis());
+        let (Some(start), Some(end)) = (ms(self.issue_start), ms(self.issue_end)) else {
+            return Err(ApiError::Unprocessable(
+                "issue_start and issue_end must be valid instants".into(),
+            ));
+        };
+        // DATETIME holds years 1000 to 9999.
+        let year = |t: &DateTime<Utc>| chrono::Datelike::year(t);
+        if !(1000..=9998).contains(&year(&start)) || !(1000..=9998).contains(&year(&end)) {
+            return Err(ApiError::Unprocessable(
+                "issue_start and issue_end must be between the years 1000 and 9998".into(),
+            ));
+        }
+        if start >= end {
+            return Err(ApiError::Unprocessable("issue_start must be before issue_end".into()));
+        }
+        Ok(CouponDraft {
+            name: self.name,
+            total_quantity: self.total_quantity,
+            issue_start: start,
+            issue_end: end,
+        })
     }
-}
-
-fn validate(new: NewCoupon) -> Result<(String, i64, DateTime<Utc>, DateTime<Utc>), ApiError> {
-    let chars = new.name.chars().count();
-    if !(1..=200).contains(&chars) {
-        return Err(ApiError::Unprocessable("name must be 1 to 200 characters".into()));
-    }
-    if new.total_quantity < 1 {
-        return Err(ApiError::Unprocessable("total_quantity must be at least 1".into()));
-    }
-    // MySQL keeps milliseconds; truncate so Redis, MySQL and the answer agree.
-    let ms = |t: DateTime<FixedOffset>| DateTime::<Utc>::from_timestamp_millis(t.timestamp_millis());
-    let (Some(start), Some(end)) = (ms(new.issue_start), ms(new.issue_end)) else {
-        return Err(ApiError::Unprocessable(
-            "issue_start and issue_end must be valid instants".into(),
-        ));
-    };
-    // DATETIME holds years 1000 to 9999.
-    let year = |t: &DateTime<Utc>| chrono::Datelike::year(t);
-    if !(1000..=9998).contains(&year(&start)) || !(1000..=9998).contains(&year(&end)) {
-        return Err(ApiError::Unprocessable(
-            "issue_start and issue_end must be between the years 1000 and 9998".into(),
-        ));
-    }
-    if start >= end {
-        return Err(ApiError::Unprocessable("issue_start must be before issue_end".into()));
-    }
-    Ok((new.name, new.total_quantity, start, end))
 }
 
 /// The coupon with its live issued count.
@@ -151,8 +135,8 @@ fn validate(new: NewCoupon) -> Result<(String, i64, DateTime<Utc>, DateTime<Utc>
         (status = 404, body = ErrorBody, description = "`coupon_not_found`"),
         (status = 503, body = ErrorBody, description = "`unavailable`"),
     ))]
-pub async fn get(State(app): State<AppState>, ids: Ids) -> Result<Json<CouponWithCounts>, ApiError> {
-    let coupon = app.coupon(ids.coupon).await?;
+pub async fn get(State(app): State<AppState>, CouponPath(id): CouponPath) -> Result<Json<CouponWithCounts>, ApiError> {
+    let coupon = lookup::coupon(&app, id).await?;
     let keys = &coupon.keys;
     let mut redis = app.redis();
     let (meta_present, mut issued): (bool, i64) = redis::pipe()
@@ -161,7 +145,7 @@ pub async fn get(State(app): State<AppState>, ids: Ids) -> Result<Json<CouponWit
         .query_async(&mut redis)
         .await?;
     if !meta_present {
-        app.rebuild(&coupon).await?;
+        lookup::rebuild(&app, &coupon).await?;
         issued = redis.scard(&keys.issued).await?;
     }
     Ok(Json(CouponWithCounts {

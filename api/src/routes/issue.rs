@@ -3,7 +3,8 @@
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, Ids};
+use crate::extract::{ApiJson, BodyRejections, CouponPath, IssuePath};
+use crate::lookup;
 use crate::script::Decision;
 use crate::store;
 use axum::extract::State;
@@ -55,41 +56,30 @@ pub enum IssueStatus {
         (status = 400, body = ErrorBody, description = "`invalid_request`"),
         (status = 404, body = ErrorBody, description = "`coupon_not_found`"),
         (status = 409, body = ErrorBody, description = "`already_issued`, `sold_out`, `issue_period_not_started` or `issue_period_ended`"),
-        (status = 413, body = ErrorBody, description = "`payload_too_large`"),
-        (status = 415, body = ErrorBody, description = "`invalid_request`: not JSON"),
-        (status = 422, body = ErrorBody, description = "`invalid_request`: wrong fields or values"),
+        BodyRejections,
         (status = 503, body = ErrorBody, description = "`unavailable`: retrying is safe"),
     ))]
 pub async fn issue(
     State(app): State<AppState>,
-    ids: Ids,
+    CouponPath(id): CouponPath,
     body: Result<ApiJson<IssueRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let result = decide(&app, ids.coupon, body).await;
+    let result = decide(&app, id, body).await;
     let outcome = match &result {
         Ok(_) => "accepted",
         Err(err) => err.status_and_code().1,
     };
     metrics::counter!(shared::metrics::ISSUE_DECISIONS, "outcome" => outcome).increment(1);
-    let (coupon_id, user_id, position) = result?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Accepted {
-            coupon_id,
-            user_id,
-            status: "accepted",
-            position,
-        }),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(result?)))
 }
 
 async fn decide(
     app: &AppState,
     id: CouponId,
     body: Result<ApiJson<IssueRequest>, ApiError>,
-) -> Result<(CouponId, UserId, i64), ApiError> {
+) -> Result<Accepted, ApiError> {
     let ApiJson(request) = body?;
-    let coupon = app.coupon(id).await?;
+    let coupon = lookup::coupon(app, id).await?;
     let now = Utc::now();
     match coupon.period_at(now) {
         Period::NotStarted => return Err(ApiError::NotStarted),
@@ -108,11 +98,16 @@ async fn decide(
     let mut redis = app.redis();
     let mut decision = app.script.run(&mut redis, keys, request.user_id, &event).await?;
     if decision == Decision::StateMissing {
-        app.rebuild(&coupon).await?;
+        lookup::rebuild(app, &coupon).await?;
         decision = app.script.run(&mut redis, keys, request.user_id, &event).await?;
     }
     match decision {
-        Decision::Accepted { position } => Ok((coupon.id, request.user_id, position)),
+        Decision::Accepted { position } => Ok(Accepted {
+            coupon_id: coupon.id,
+            user_id: request.user_id,
+            status: "accepted",
+            position,
+        }),
         Decision::AlreadyIssued => Err(ApiError::AlreadyIssued),
         Decision::SoldOut => Err(ApiError::SoldOut),
         Decision::StateMissing => Err(ApiError::Unavailable(
@@ -130,9 +125,9 @@ async fn decide(
         (status = 404, body = ErrorBody, description = "`coupon_not_found`, or `not_found`: no accepted request for this user"),
         (status = 503, body = ErrorBody, description = "`unavailable`"),
     ))]
-pub async fn status(State(app): State<AppState>, ids: Ids) -> Result<Json<IssueStatus>, ApiError> {
-    let user = ids.user.ok_or(ApiError::InvalidRequest("missing user_id".into()))?;
-    let coupon = app.coupon(ids.coupon).await?;
+pub async fn status(State(app): State<AppState>, path: IssuePath) -> Result<Json<IssueStatus>, ApiError> {
+    let IssuePath { coupon, user } = path;
+    let coupon = lookup::coupon(&app, coupon).await?;
     if let Some(issued_at) = store::issued_at(&app.db, coupon.id, user).await? {
         return Ok(Json(IssueStatus::Issued { issued_at }));
     }

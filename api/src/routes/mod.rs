@@ -1,4 +1,9 @@
 //! The router: every route of the contract, its limits and its fallbacks.
+//!
+//! A route is declared once, by its handler's `#[utoipa::path]` (method, path,
+//! OpenAPI entry) and one `routes!` line here; the axum router, the OpenAPI
+//! document ([`crate::openapi`]) and the span and metric labels
+//! ([`crate::http_layer`]) are all read from [`declared`].
 
 pub mod coupons;
 pub mod issue;
@@ -9,25 +14,66 @@ use crate::error::ApiError;
 use crate::http_layer;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::http::Method;
 use axum::{BoxError, Router};
 use std::time::Duration;
 use tower::ServiceBuilder;
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Request bodies over this are answered 413.
 pub const BODY_LIMIT: usize = 16 * 1024;
 
+/// Every route with its handler and OpenAPI entry, from the handlers' annotations.
+pub fn declared() -> OpenApiRouter<AppState> {
+    let coupons = OpenApiRouter::new()
+        .routes(routes!(coupons::create))
+        .routes(routes!(coupons::get));
+    let issue = OpenApiRouter::new()
+        .routes(routes!(issue::issue))
+        .routes(routes!(issue::status));
+    let ops = OpenApiRouter::new()
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi));
+    OpenApiRouter::with_openapi(crate::openapi::base())
+        .merge(tagged("coupons", coupons))
+        .merge(tagged("issue", issue))
+        .merge(tagged("ops", ops))
+}
+
+/// Tags a module's operations with its name, as `#[derive(OpenApi)]` does.
+fn tagged(tag: &str, mut routes: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    for item in routes.get_openapi_mut().paths.paths.values_mut() {
+        for (_, operation) in operations(item) {
+            operation.tags.get_or_insert_with(Vec::new).push(tag.to_string());
+        }
+    }
+    routes
+}
+
+/// A path item's operations with their methods (those axum can route).
+pub fn operations(item: &mut PathItem) -> impl Iterator<Item = (Method, &mut Operation)> {
+    [
+        (Method::GET, &mut item.get),
+        (Method::POST, &mut item.post),
+        (Method::PUT, &mut item.put),
+        (Method::PATCH, &mut item.patch),
+        (Method::DELETE, &mut item.delete),
+        (Method::HEAD, &mut item.head),
+        (Method::OPTIONS, &mut item.options),
+        (Method::TRACE, &mut item.trace),
+    ]
+    .into_iter()
+    .filter_map(|(method, operation)| Some((method, operation.as_mut()?)))
+}
+
 /// Every route, with body limit, request timeout and the JSON 404/405 answers.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
-    Router::new()
-        .route("/coupons", post(coupons::create))
-        .route("/coupons/{coupon_id}", get(coupons::get))
-        .route("/coupons/{coupon_id}/issue", post(issue::issue))
-        .route("/coupons/{coupon_id}/issues/{user_id}", get(issue::status))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+    let (routes, _document) = declared().split_for_parts();
+    routes
         .fallback(|| async { ApiError::NotFound("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(

@@ -1,0 +1,256 @@
+//! Finding a coupon, read top to bottom: process memory, then the coupon's Redis
+//! metadata hash, then (one request at a time per process) MySQL, rebuilding the
+//! coupon's Redis state from it. Publishing a new coupon shares the rebuild.
+//!
+//! - Memory: a hit costs nothing. Metadata never changes after creation, so known
+//!   coupons never expire; a coupon MySQL does not have is remembered as missing
+//!   for [`MISSING_TTL`], so a flood of requests for an unknown id costs one MySQL
+//!   query a second at most.
+//! - Redis: the issue script refuses everything while the metadata hash is
+//!   missing, and the rebuild writes that hash last, so no request is decided on a
+//!   half-filled issued set. One instance rebuilds under a lock; the others wait
+//!   for the hash to appear.
+//! - MySQL: the source of truth, read only when Redis lost the coupon.
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::store::CouponDraft;
+use chrono::{DateTime, TimeZone, Utc};
+use redis::AsyncCommands;
+use shared::redis_conn::RedisConn;
+use shared::{Coupon, CouponId, CouponKeys};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// How long "MySQL has no such coupon" is believed.
+const MISSING_TTL: Duration = Duration::from_secs(1);
+/// Bound on remembered missing ids, against a scan of random ids.
+const MISSING_MAX: usize = 100_000;
+/// How long a rebuild lock lives if its holder dies mid-way.
+const LOCK_TTL_MS: u64 = 30_000;
+/// Users added per SADD while refilling the set.
+const CHUNK: usize = 1_000;
+
+/// The coupon's metadata, from memory when possible. Only a coupon that Redis
+/// does not know costs a MySQL query, one at a time per process; if MySQL has
+/// it, its Redis state is rebuilt before it is returned.
+pub async fn coupon(app: &AppState, id: CouponId) -> Result<Arc<Cached>, ApiError> {
+    if let Some(coupon) = app.cache.recall(id)? {
+        return Ok(coupon);
+    }
+    if let Some(coupon) = read_meta(&mut app.redis(), id).await? {
+        return Ok(app.cache.remember(coupon));
+    }
+    let _one_at_a_time = app.cache.loading.lock().await;
+    // Another request may have loaded it (or found it missing) while we waited.
+    if let Some(coupon) = app.cache.recall(id)? {
+        return Ok(coupon);
+    }
+    let Some(coupon) = read_row(app, id).await? else {
+        app.cache.mark_missing(id);
+        return Err(ApiError::CouponNotFound);
+    };
+    rebuild(app, &coupon).await?;
+    Ok(app.cache.remember(coupon))
+}
+
+/// A coupon in memory, with its Redis key names built once rather than per request.
+#[derive(Debug)]
+pub struct Cached {
+    pub coupon: Coupon,
+    pub keys: CouponKeys,
+}
+
+impl std::ops::Deref for Cached {
+    type Target = Coupon;
+    fn deref(&self) -> &Coupon {
+        &self.coupon
+    }
+}
+
+/// The memory tier: known coupons and recently missing ids.
+#[derive(Default)]
+pub struct CouponCache {
+    known: RwLock<HashMap<CouponId, Arc<Cached>>>,
+    missing: RwLock<HashMap<CouponId, Instant>>,
+    /// Serialises MySQL lookups so a burst of misses makes one query.
+    loading: tokio::sync::Mutex<()>,
+}
+
+impl CouponCache {
+    /// `Some` if known, [`ApiError::CouponNotFound`] if MySQL said so within
+    /// [`MISSING_TTL`], `None` if memory cannot tell.
+    fn recall(&self, id: CouponId) -> Result<Option<Arc<Cached>>, ApiError> {
+        // A poisoned lock only means a panic elsewhere mid-insert; the map is fine.
+        let known = self.known.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(coupon) = known.get(&id) {
+            return Ok(Some(coupon.clone()));
+        }
+        let missing = self.missing.read().unwrap_or_else(|e| e.into_inner());
+        match missing.get(&id) {
+            Some(at) if at.elapsed() < MISSING_TTL => Err(ApiError::CouponNotFound),
+            _ => Ok(None),
+        }
+    }
+
+    /// Keeps `coupon` for good (and forgets that it was missing).
+    pub fn remember(&self, coupon: Coupon) -> Arc<Cached> {
+        let coupon = Arc::new(Cached {
+            keys: CouponKeys::new(coupon.id),
+            coupon,
+        });
+        let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
+        known.insert(coupon.id, coupon.clone());
+        self.missing
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&coupon.id);
+        coupon
+    }
+
+    fn mark_missing(&self, id: CouponId) {
+        let mut missing = self.missing.write().unwrap_or_else(|e| e.into_inner());
+        if missing.len() >= MISSING_MAX {
+            missing.retain(|_, at| at.elapsed() < MISSING_TTL);
+        }
+        missing.insert(id, Instant::now());
+    }
+}
+
+/// The coupon as Redis stores it in its metadata hash, if the hash is there.
+async fn read_meta(redis: &mut RedisConn, id: CouponId) -> Result<Option<Coupon>, ApiError> {
+    let fields: HashMap<String, String> = redis.hgetall(&CouponKeys::new(id).meta).await?;
+    Ok(parse_meta(id, &fields))
+}
+
+fn parse_meta(id: CouponId, fields: &HashMap<String, String>) -> Option<Coupon> {
+    let ms =
+        |name: &str| -> Option<DateTime<Utc>> { Utc.timestamp_millis_opt(fields.get(name)?.parse().ok()?).single() };
+    Some(Coupon {
+        id,
+        name: fields.get("name")?.clone(),
+        total_quantity: fields.get("total_quantity")?.parse().ok()?,
+        issue_start: ms("issue_start_ms")?,
+        issue_end: ms("issue_end_ms")?,
+    })
+}
+
+/// The coupon, if MySQL has it.
+async fn read_row(app: &AppState, id: CouponId) -> Result<Option<Coupon>, ApiError> {
+    let row: Option<CouponDraft> =
+        sqlx::query_as("SELECT name, total_quantity, issue_start, issue_end FROM coupons WHERE id = ?")
+            .bind(id.get())
+            .fetch_optional(&app.db)
+            .await?;
+    Ok(row.map(|row| row.with_id(id)))
+}
+
+/// Publishes a coupon MySQL just created. A new id can have no legitimate Redis
+/// state, so whatever Redis holds under it (left over from a database that was
+/// reset while Redis was not) is dropped first; it would otherwise count against
+/// the new coupon's quantity.
+pub async fn publish_new(app: &AppState, coupon: &Coupon) -> Result<(), ApiError> {
+    let keys = CouponKeys::new(coupon.id);
+    let _: () = app
+        .redis()
+        .del(&[&keys.meta, &keys.issued, &keys.events, &keys.dead, &keys.failed])
+        .await?;
+    rebuild(app, coupon).await
+}
+
+/// Rebuilds the coupon's Redis state from MySQL, once across all instances:
+/// the lock holder refills the set and then writes the metadata; the others wait
+/// until the metadata is back. Safe to repeat (SADD and HSET are idempotent).
+pub async fn rebuild(app: &AppState, coupon: &Coupon) -> Result<(), ApiError> {
+    let redis = &mut app.redis();
+    let keys = CouponKeys::new(coupon.id);
+    let token = format!(
+        "{}-{}",
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
+    let locked: Option<String> = redis::cmd("SET")
+        .arg(&keys.rebuild_lock)
+        .arg(&token)
+        .arg("NX")
+        .arg("PX")
+        .arg(LOCK_TTL_MS)
+        .query_async(redis)
+        .await?;
+    if locked.is_none() {
+        return wait_for_meta(redis, &keys, app.rebuild_wait).await;
+    }
+    let result = refill(app, redis, coupon, &keys).await;
+    // Release only our own lock: compare-and-delete in one step.
+    let _: Result<i64, _> = redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+    )
+    .key(&keys.rebuild_lock)
+    .arg(&token)
+    .invoke_async(redis)
+    .await;
+    result
+}
+
+/// Every user MySQL holds an issue for goes back into the set, then the metadata.
+async fn refill(app: &AppState, redis: &mut RedisConn, coupon: &Coupon, keys: &CouponKeys) -> Result<(), ApiError> {
+    let users: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM coupon_issues WHERE coupon_id = ?")
+        .bind(coupon.id.get())
+        .fetch_all(&app.db)
+        .await?;
+    for chunk in users.chunks(CHUNK) {
+        let _: () = redis.sadd(&keys.issued, chunk).await?;
+    }
+    let _: () = redis::pipe()
+        .hset_multiple(
+            &keys.meta,
+            &[
+                ("name", coupon.name.clone()),
+                ("total_quantity", coupon.total_quantity.to_string()),
+                ("issue_start_ms", coupon.issue_start.timestamp_millis().to_string()),
+                ("issue_end_ms", coupon.issue_end.timestamp_millis().to_string()),
+            ],
+        )
+        .query_async(redis)
+        .await?;
+    metrics::counter!(shared::metrics::STATE_REBUILDS).increment(1);
+    tracing::info!(coupon = %coupon.id, restored_users = users.len(), "coupon state written to Redis from MySQL");
+    Ok(())
+}
+
+async fn wait_for_meta(redis: &mut RedisConn, keys: &CouponKeys, wait: Duration) -> Result<(), ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    while tokio::time::Instant::now() < deadline {
+        let present: bool = redis.exists(&keys.meta).await?;
+        if present {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(ApiError::Unavailable(
+        "the coupon's state is being rebuilt, retry shortly",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incomplete_metadata_reads_as_missing() {
+        let id = CouponId::new(1).unwrap();
+        let mut fields: HashMap<String, String> = [
+            ("name", "x"),
+            ("total_quantity", "5"),
+            ("issue_start_ms", "0"),
+            ("issue_end_ms", "1000"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(parse_meta(id, &fields).map(|c| c.total_quantity), Some(5));
+        fields.remove("issue_end_ms");
+        assert_eq!(parse_meta(id, &fields), None);
+    }
+}
