@@ -12,35 +12,32 @@
 //! its user "maybe accepted", a 202 makes it "certainly accepted".
 
 use futures::stream::{self, StreamExt};
-use integration_tests::servers::{
-    consumer_command, ApiProcess, ConsumerOptions, ConsumerProcess, PrivateMariaDb, PrivateRedis,
-};
+use integration_tests::binaries::{consumer_command, ApiProcess, ConsumerOptions, ConsumerProcess};
+use integration_tests::checks::assert_rows_match;
+use integration_tests::servers::{PrivateMariaDb, PrivateRedis};
 use integration_tests::spawn::{self, Env, TestApp};
-use integration_tests::wait;
+use integration_tests::{keys, wait, CONSUMER_GROUP};
 use rand::seq::SliceRandom;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde_json::{json, Value};
-use shared::{CouponId, CouponKeys, IssueEvent, UserId};
+use shared::{CouponId, IssueEvent, UserId};
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashSet};
+use std::ops::RangeInclusive;
 use std::time::Duration;
 use tokio::time::Instant;
+use verify::mysql::{Ledger, ALL_USERS};
 
 /// One fault test at a time: each runs a sale against its own servers and
 /// consumer processes, and on a 2-core machine the kill timings and latency
 /// bounds only mean something without a neighbour eating the CPU.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const GROUP: &str = "coupon-issuers";
 /// No answer may take longer than this (the API's request timeout is 3 s).
 const MAX_LATENCY: Duration = Duration::from_secs(5);
 /// How long the consumers get to write everything once the faults are over.
 const SETTLE: Duration = Duration::from_secs(60);
-
-fn keys(coupon: i64) -> CouponKeys {
-    CouponKeys::new(CouponId::new(coupon).unwrap())
-}
 
 /// A test's private servers, its API and its clients of both servers.
 struct Rig {
@@ -50,12 +47,22 @@ struct Rig {
     redis_conn: ConnectionManager,
     redis: PrivateRedis,
     maria: PrivateMariaDb,
+    /// Held until everything above is gone: one fault test at a time.
+    _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Rig {
+    /// A rig with a coupon of `quantity` open for sale.
+    async fn with_coupon(quantity: i64) -> (Self, i64) {
+        let rig = Self::start().await;
+        let coupon = rig.app.client.create_open_coupon(quantity).await;
+        (rig, coupon)
+    }
+
     async fn start() -> Self {
+        let _serial = SERIAL.lock().await;
         let (redis, maria) = tokio::join!(PrivateRedis::start(), PrivateMariaDb::start());
-        let env = Env::on(&redis.url(), &maria.server_url());
+        let env = Env::on(&redis.url(), &maria.url());
         let app = spawn::spawn_app(&env).await;
         // Short acquire timeout: polls while MariaDB is down must fail fast.
         let db = MySqlPoolOptions::new()
@@ -72,11 +79,19 @@ impl Rig {
             redis_conn,
             redis,
             maria,
+            _serial,
         }
     }
 
     fn consumer(&self, name: &str) -> ConsumerProcess {
         ConsumerProcess::spawn(&self.env, name, &ConsumerOptions::default())
+    }
+
+    /// Starts the consumers `names` and waits until they all read.
+    async fn start_consumers<const N: usize>(&self, names: [&str; N]) -> [ConsumerProcess; N] {
+        let consumers = names.map(|name| self.consumer(name));
+        self.wait_readers(N).await;
+        consumers
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -121,32 +136,66 @@ impl Rig {
         }
     }
 
+    /// Sells to `users` (one every `period`, from the first user) and stops
+    /// `consumer` with SIGTERM as soon as it holds a batch: it must exit 0
+    /// within `limit`. Returns the sale's answers.
+    async fn sigterm_mid_sale(
+        &self,
+        consumer: &mut ConsumerProcess,
+        coupon: i64,
+        (users, period): (RangeInclusive<i64>, Duration),
+        limit: Duration,
+    ) -> Vec<Answer> {
+        let bases = vec![self.app.client.base.clone()];
+        let selling = tokio::spawn(sale(bases, coupon, evenly(users, period), 32));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.wait_holding(coupon, &consumer.name).await;
+        let (status, took) = consumer.sigterm(Duration::from_secs(15)).await;
+        let name = &consumer.name;
+        assert!(status.success() && took < limit, "{name}: {status} after {took:?}");
+        eprintln!("{name}, stopped holding a batch: {status} after {took:?}");
+        selling.await.unwrap()
+    }
+
     /// Waits until every stream entry was delivered and acked and MySQL holds
     /// exactly the users of Redis' issued set; returns them.
-    async fn settle(&self, coupon: i64) -> BTreeSet<i64> {
+    async fn settle(&self, coupon: i64) -> HashSet<i64> {
         wait::until(SETTLE, "MySQL to hold exactly the users Redis accepted", || async {
-            drained(&mut self.conn(), coupon).await?;
-            let accepted: Vec<i64> = self.conn().smembers(keys(coupon).issued).await.ok()?;
-            let rows = mysql_users(&self.db, coupon).await?;
-            (rows == accepted.into_iter().collect::<BTreeSet<_>>()).then_some(rows)
+            self.drained(coupon).await?;
+            let accepted: HashSet<i64> = self.conn().smembers(keys(coupon).issued).await.ok()?;
+            let rows = self.mysql_users(coupon).await?;
+            (rows == accepted).then_some(rows)
         })
         .await
     }
 
+    /// Whether the group has read the whole stream and acked everything.
+    async fn drained(&self, coupon: i64) -> Option<()> {
+        let stream = keys(coupon).events;
+        let drained = verify::stream::drained(&mut self.conn(), &stream, CONSUMER_GROUP).await;
+        drained.ok()?.then_some(())
+    }
+
+    /// The users with a row, or `None` while MySQL does not answer.
+    async fn mysql_users(&self, coupon: i64) -> Option<HashSet<i64>> {
+        verify::mysql::user_ids(&self.db, coupon, ALL_USERS).await.ok()
+    }
+
+    /// [`Rig::settle`], then [`Rig::check_mysql`]; returns the rows' users.
+    async fn settle_and_check(&self, coupon: i64, quantity: i64) -> HashSet<i64> {
+        let rows = self.settle(coupon).await;
+        assert_eq!(self.check_mysql(coupon, quantity).await, rows);
+        rows
+    }
+
     /// Checks the MySQL side of the guarantees and returns the rows' users.
-    async fn check_mysql(&self, coupon: i64, quantity: i64) -> BTreeSet<i64> {
-        let (rows, distinct, issued): (i64, i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COUNT(DISTINCT i.user_id), c.issued_quantity FROM coupons c \
-             LEFT JOIN coupon_issues i ON i.coupon_id = c.id WHERE c.id = ? GROUP BY c.id",
-        )
-        .bind(coupon)
-        .fetch_one(&self.db)
-        .await
-        .unwrap();
-        assert_eq!(rows, distinct, "no user has two rows");
-        assert_eq!(issued, rows, "issued_quantity equals the row count");
-        assert!(rows <= quantity, "{rows} rows for a quantity of {quantity}");
-        mysql_users(&self.db, coupon).await.unwrap()
+    async fn check_mysql(&self, coupon: i64, quantity: i64) -> HashSet<i64> {
+        let ledger = Ledger::read(&self.db, coupon).await.unwrap();
+        assert_eq!(ledger.rows, ledger.distinct_users, "no user has two rows");
+        let issued = ledger.issued_quantity.expect("the coupon has a row");
+        let check = verify::quantity_check(Some(coupon), issued, ledger.rows, quantity);
+        assert!(check.pass, "{}: {}", check.name, check.detail);
+        self.mysql_users(coupon).await.unwrap()
     }
 
     /// The coupon's dead-letter stream, read directly.
@@ -181,26 +230,8 @@ struct DeadLetter {
 
 async fn consumers_of(conn: &mut ConnectionManager, coupon: i64) -> Option<BTreeMap<String, usize>> {
     let reply: redis::streams::StreamInfoConsumersReply =
-        conn.xinfo_consumers(keys(coupon).events, GROUP).await.ok()?;
+        conn.xinfo_consumers(keys(coupon).events, CONSUMER_GROUP).await.ok()?;
     Some(reply.consumers.into_iter().map(|c| (c.name, c.pending)).collect())
-}
-
-/// Whether the group has read the whole stream and acked everything.
-async fn drained(conn: &mut ConnectionManager, coupon: i64) -> Option<()> {
-    let stream = keys(coupon).events;
-    let info: redis::streams::StreamInfoStreamReply = conn.xinfo_stream(&stream).await.ok()?;
-    let groups: redis::streams::StreamInfoGroupsReply = conn.xinfo_groups(&stream).await.ok()?;
-    let group = groups.groups.into_iter().find(|g| g.name == GROUP)?;
-    (group.pending == 0 && group.last_delivered_id == info.last_generated_id).then_some(())
-}
-
-async fn mysql_users(db: &MySqlPool, coupon: i64) -> Option<BTreeSet<i64>> {
-    let users: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM coupon_issues WHERE coupon_id = ?")
-        .bind(coupon)
-        .fetch_all(db)
-        .await
-        .ok()?;
-    Some(users.into_iter().collect())
 }
 
 /// One answer to an issue request; `status` is `None` for a transport error.
@@ -278,29 +309,25 @@ fn evenly(users: impl IntoIterator<Item = i64>, period: Duration) -> Vec<(Durati
         .collect()
 }
 
-/// What a sale's answers say: who was accepted (with their position), who may
-/// or may not have been (503 or no answer), and how many of each code.
+/// What a sale's answers say: who was accepted, who may or may not have been
+/// (503 or no answer), and how many of each code.
 #[derive(Debug, Default)]
 struct Tally {
-    accepted: BTreeMap<i64, i64>,
-    ambiguous: BTreeSet<i64>,
+    accepted: HashSet<i64>,
+    ambiguous: HashSet<i64>,
     codes: BTreeMap<String, usize>,
 }
 
 /// Checks every answer is one the contract allows, in time, and nobody was
-/// accepted twice or at a taken position.
-fn tally(answers: &[Answer]) -> Tally {
+/// accepted twice or at a taken position (nor outside 1..=`quantity`).
+fn tally(answers: &[Answer], quantity: i64) -> Tally {
     let mut tally = Tally::default();
+    let mut accepted = Vec::new();
     for a in answers {
         assert!(a.elapsed < MAX_LATENCY, "a request hung: {a:?}");
         let code = match a.status {
             Some(202) => {
-                let position = a.position.expect("a 202 has a position");
-                assert!(
-                    tally.accepted.insert(a.user, position).is_none(),
-                    "user {} accepted twice",
-                    a.user
-                );
+                accepted.push((a.user, a.position));
                 "accepted".to_string()
             }
             Some(409) if ["already_issued", "sold_out"].contains(&a.code.as_str()) => a.code.clone(),
@@ -316,24 +343,15 @@ fn tally(answers: &[Answer]) -> Tally {
         };
         *tally.codes.entry(code).or_default() += 1;
     }
-    let positions: BTreeSet<i64> = tally.accepted.values().copied().collect();
-    assert_eq!(
-        positions.len(),
-        tally.accepted.len(),
-        "two users were given one position"
-    );
+    let findings = verify::examine(accepted.iter().copied(), quantity);
+    assert_eq!(findings.unread, 0, "a 202 has a position: {findings:?}");
+    assert_eq!(findings.duplicate_users, 0, "a user was accepted twice: {findings:?}");
+    assert_eq!(findings.duplicate_positions, 0, "two users were given one position");
+    assert_eq!(findings.out_of_range, 0, "positions are within 1..={quantity}");
+    tally.accepted = accepted.into_iter().map(|(user, _)| user).collect();
     tally
 }
 
-/// Every 202'd user has a row; anyone else with a row had an ambiguous answer.
-fn assert_rows_match(rows: &BTreeSet<i64>, accepted: &BTreeSet<i64>, ambiguous: &BTreeSet<i64>) {
-    let lost: Vec<_> = accepted.difference(rows).collect();
-    assert!(lost.is_empty(), "accepted users without a row: {lost:?}");
-    let unexplained: Vec<_> = rows.difference(accepted).filter(|u| !ambiguous.contains(u)).collect();
-    assert!(unexplained.is_empty(), "rows for users never accepted: {unexplained:?}");
-}
-
-/// Answers per half second of the sale, for the log: `t: code=count ...`.
 /// The consumers never exited (a fault must not take a survivor down).
 fn assert_running(consumers: &mut [ConsumerProcess]) {
     for survivor in consumers {
@@ -346,6 +364,7 @@ fn assert_running(consumers: &mut [ConsumerProcess]) {
     }
 }
 
+/// Answers per half second of the sale, for the log: `t: code=count ...`.
 fn timeline(answers: &[Answer]) -> String {
     let mut slots: BTreeMap<u128, BTreeMap<String, usize>> = BTreeMap::new();
     for a in answers {
@@ -374,12 +393,9 @@ async fn at(t0: Instant, ms: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_accepted_request_reaches_mysql_once_through_killed_consumers_a_mysql_crash_and_a_redis_restart() {
-    let _serial = SERIAL.lock().await;
-    let mut rig = Rig::start().await;
     let quantity = 1000;
-    let coupon = rig.app.client.create_open_coupon(quantity).await;
-    let mut consumers: Vec<ConsumerProcess> = ["c1", "c2", "c3"].iter().map(|n| rig.consumer(n)).collect();
-    rig.wait_readers(3).await;
+    let (mut rig, coupon) = Rig::with_coupon(quantity).await;
+    let mut consumers = Vec::from(rig.start_consumers(["c1", "c2", "c3"]).await);
 
     // 1,500 users over 9 s: first tries arrive evenly (so the coupon sells out
     // late, after every fault), each user retrying 0 to 3 times later on.
@@ -426,8 +442,8 @@ async fn every_accepted_request_reaches_mysql_once_through_killed_consumers_a_my
 
     let answers = selling.await.unwrap();
     let sale_took = t0.elapsed();
-    let tally = tally(&answers);
-    let accepted: BTreeSet<i64> = tally.accepted.keys().copied().collect();
+    let tally = tally(&answers, quantity);
+    let accepted = tally.accepted.clone();
     eprintln!(
         "{requests} requests in {sale_took:?}: {:?}; c1 left {c1_left} pending, c2 left {c2_left}",
         tally.codes
@@ -439,8 +455,7 @@ async fn every_accepted_request_reaches_mysql_once_through_killed_consumers_a_my
         "the sale ran into the Redis outage"
     );
 
-    let rows = rig.settle(coupon).await;
-    assert_eq!(rig.check_mysql(coupon, quantity).await, rows);
+    let rows = rig.settle_and_check(coupon, quantity).await;
     assert_rows_match(&rows, &accepted, &tally.ambiguous);
     assert!(rig.dead_letters(coupon).await.is_empty(), "nothing was dead-lettered");
     let (_, view) = rig.app.client.get(&format!("/coupons/{coupon}")).await;
@@ -451,15 +466,15 @@ async fn every_accepted_request_reaches_mysql_once_through_killed_consumers_a_my
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_redis_forgets_everything_nobody_is_accepted_twice_and_mysql_never_exceeds_the_quantity() {
-    let _serial = SERIAL.lock().await;
-    let rig = Rig::start().await;
     let quantity = 300;
-    let coupon = rig.app.client.create_open_coupon(quantity).await;
-    let mut consumer = rig.consumer("c1");
-    rig.wait_readers(1).await;
+    let (rig, coupon) = Rig::with_coupon(quantity).await;
+    let [mut consumer] = rig.start_consumers(["c1"]).await;
 
     let base = rig.app.client.base.clone();
-    let first = tally(&sale(vec![base.clone()], coupon, evenly(1..=200, Duration::ZERO), 32).await);
+    let first = tally(
+        &sale(vec![base.clone()], coupon, evenly(1..=200, Duration::ZERO), 32).await,
+        quantity,
+    );
     assert_eq!(first.accepted.len(), 200, "{:?}", first.codes);
     assert_eq!(rig.settle(coupon).await.len(), 200);
 
@@ -473,22 +488,20 @@ async fn after_redis_forgets_everything_nobody_is_accepted_twice_and_mysql_never
     let mut users: Vec<i64> = (1..=500).collect();
     users.shuffle(&mut rand::rng());
     let bases = vec![base, api2.client.base.clone()];
-    let second = tally(&sale(bases, coupon, evenly(users, Duration::from_millis(2)), 32).await);
+    let second = tally(
+        &sale(bases, coupon, evenly(users, Duration::from_millis(2)), 32).await,
+        quantity,
+    );
     eprintln!("after FLUSHALL: {:?}", second.codes);
-    let again: Vec<_> = second
-        .accepted
-        .keys()
-        .filter(|u| first.accepted.contains_key(u))
-        .collect();
+    let again: Vec<_> = second.accepted.iter().filter(|u| first.accepted.contains(u)).collect();
     assert!(
         again.is_empty(),
         "accepted before the flush and again after it: {again:?}"
     );
-    let accepted: BTreeSet<i64> = first.accepted.keys().chain(second.accepted.keys()).copied().collect();
+    let accepted: HashSet<i64> = first.accepted.union(&second.accepted).copied().collect();
     assert!(accepted.len() as i64 <= quantity, "{} accepted", accepted.len());
 
-    let rows = rig.settle(coupon).await;
-    assert_eq!(rig.check_mysql(coupon, quantity).await, rows);
+    let rows = rig.settle_and_check(coupon, quantity).await;
     assert_rows_match(&rows, &accepted, &second.ambiguous);
     assert!(
         consumer.is_running(),
@@ -497,6 +510,17 @@ async fn after_redis_forgets_everything_nobody_is_accepted_twice_and_mysql_never
     );
     assert!(api2.is_running(), "{}", api2.log_tail(30));
     rig.app.stop().await;
+}
+
+/// A valid issue event of `user` for `coupon`, as if Redis had accepted it now.
+fn event(coupon: i64, user: i64) -> IssueEvent {
+    IssueEvent {
+        coupon_id: CouponId::new(coupon).unwrap(),
+        user_id: UserId::new(user).unwrap(),
+        accepted_at_ms: chrono::Utc::now().timestamp_millis(),
+        position: 0,
+        trace: Default::default(),
+    }
 }
 
 /// XADDs `ev` (and `pos`) to the coupon's stream, bypassing the API.
@@ -524,7 +548,7 @@ async fn list_dead_letters(rig: &Rig, coupon: i64) -> Vec<Value> {
 
 async fn wait_dead(rig: &Rig, coupon: i64, count: usize) -> Vec<DeadLetter> {
     wait::until(Duration::from_secs(20), "the dead letters, acked", || async {
-        drained(&mut rig.conn(), coupon).await?;
+        rig.drained(coupon).await?;
         let letters = rig.dead_letters(coupon).await;
         (letters.len() == count).then_some(letters)
     })
@@ -533,11 +557,8 @@ async fn wait_dead(rig: &Rig, coupon: i64, count: usize) -> Vec<DeadLetter> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_entries_are_dead_lettered_and_acked_and_an_operator_can_replay_them() {
-    let _serial = SERIAL.lock().await;
-    let rig = Rig::start().await;
-    let coupon = rig.app.client.create_open_coupon(3).await;
-    let mut consumer = rig.consumer("c1");
-    rig.wait_readers(1).await;
+    let (rig, coupon) = Rig::with_coupon(3).await;
+    let [mut consumer] = rig.start_consumers(["c1"]).await;
     for user in 1..=3 {
         assert_eq!(rig.app.client.issue(coupon, user).await.0, 202);
     }
@@ -549,14 +570,7 @@ async fn poison_entries_are_dead_lettered_and_acked_and_an_operator_can_replay_t
     assert!(letters[0].reason.starts_with("undecodable"), "{letters:?}");
 
     // A valid event Redis never decided on, for a coupon MySQL has full.
-    let event = IssueEvent {
-        coupon_id: CouponId::new(coupon).unwrap(),
-        user_id: UserId::new(99).unwrap(),
-        accepted_at_ms: chrono::Utc::now().timestamp_millis(),
-        position: 0,
-        trace: Default::default(),
-    };
-    inject(&rig, coupon, &event.encode(), "4").await;
+    inject(&rig, coupon, &event(coupon, 99).encode(), "4").await;
     wait_dead(&rig, coupon, 2).await;
     let (status, body) = rig.app.client.get(&format!("/coupons/{coupon}/issues/99")).await;
     assert_eq!(status, 200, "{body}");
@@ -597,7 +611,7 @@ async fn poison_entries_are_dead_lettered_and_acked_and_an_operator_can_replay_t
     wait::until(
         Duration::from_secs(20),
         "user 99's replayed event to be written",
-        || async { mysql_users(&rig.db, coupon).await?.contains(&99).then_some(()) },
+        || async { rig.mysql_users(coupon).await?.contains(&99).then_some(()) },
     )
     .await;
     let (_, body) = rig.app.client.get(&format!("/coupons/{coupon}/issues/99")).await;
@@ -620,75 +634,40 @@ async fn poison_entries_are_dead_lettered_and_acked_and_an_operator_can_replay_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_consumer_stopped_with_sigterm_mid_batch_exits_zero_promptly_and_loses_nothing() {
-    let _serial = SERIAL.lock().await;
-    let mut rig = Rig::start().await;
-    let coupon = rig.app.client.create_open_coupon(1000).await;
-    let base = rig.app.client.base.clone();
+    let (mut rig, coupon) = Rig::with_coupon(1000).await;
 
     // Stopped while writing.
-    let mut c1 = rig.consumer("c1");
-    rig.wait_readers(1).await;
-    let selling = tokio::spawn(sale(
-        vec![base.clone()],
-        coupon,
-        evenly(1..=400, Duration::from_millis(4)),
-        32,
-    ));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    rig.wait_holding(coupon, "c1").await;
-    let (status, took) = c1.sigterm(Duration::from_secs(15)).await;
-    assert!(
-        status.success() && took < Duration::from_secs(5),
-        "c1: {status} after {took:?}"
-    );
-    eprintln!("c1, stopped while writing: {status} after {took:?}");
-    let mut answers = selling.await.unwrap();
+    let [mut c1] = rig.start_consumers(["c1"]).await;
+    let users = (1..=400, Duration::from_millis(4));
+    let mut answers = rig
+        .sigterm_mid_sale(&mut c1, coupon, users, Duration::from_secs(5))
+        .await;
 
     // Stopped while retrying a batch MySQL can not take (each attempt may wait
     // out the pool's 3 s acquire timeout before the stop is noticed).
-    let mut c2 = rig.consumer("c2");
-    rig.wait_readers(1).await;
+    let [mut c2] = rig.start_consumers(["c2"]).await;
     rig.maria.kill9();
-    let selling = tokio::spawn(sale(
-        vec![base],
-        coupon,
-        evenly(401..=600, Duration::from_millis(2)),
-        32,
-    ));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    rig.wait_holding(coupon, "c2").await;
-    let (status, took) = c2.sigterm(Duration::from_secs(15)).await;
-    assert!(
-        status.success() && took < Duration::from_secs(6),
-        "c2: {status} after {took:?}"
+    let users = (401..=600, Duration::from_millis(2));
+    answers.extend(
+        rig.sigterm_mid_sale(&mut c2, coupon, users, Duration::from_secs(6))
+            .await,
     );
-    eprintln!("c2, stopped while MySQL was down: {status} after {took:?}");
     assert!(
         rig.pending_of(coupon, "c2").await > 0,
         "c2 handed its batch back unwritten"
     );
-    answers.extend(selling.await.unwrap());
     rig.maria.restart().await;
 
-    let tally = tally(&answers);
+    let tally = tally(&answers, 1000);
     assert_eq!(tally.accepted.len(), 600, "{:?}", tally.codes);
 
     // c2 comes back under its own name (taking its own pending entries back at
     // start) and c3 joins (reclaiming whatever else was left idle).
-    let mut c2_again = rig.consumer("c2");
-    let mut c3 = rig.consumer("c3");
-    let rows = rig.settle(coupon).await;
-    assert_eq!(rig.check_mysql(coupon, 1000).await, rows);
-    assert_eq!(rows, tally.accepted.keys().copied().collect::<BTreeSet<_>>());
+    let mut survivors = vec![rig.consumer("c2"), rig.consumer("c3")];
+    let rows = rig.settle_and_check(coupon, 1000).await;
+    assert_eq!(rows, tally.accepted);
     assert!(rig.dead_letters(coupon).await.is_empty(), "nothing was dead-lettered");
-    for consumer in [&mut c2_again, &mut c3] {
-        assert!(
-            consumer.is_running(),
-            "{} exited:\n{}",
-            consumer.name,
-            consumer.log_tail(30)
-        );
-    }
+    assert_running(&mut survivors);
     rig.app.stop().await;
 }
 
@@ -703,12 +682,9 @@ fn signal(pid: u32, signal: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_frozen_mysql_delays_issues_without_losing_any_and_a_consumer_waiting_on_it_still_stops_on_sigterm() {
-    let _serial = SERIAL.lock().await;
-    let rig = Rig::start().await;
-    let coupon = rig.app.client.create_open_coupon(1000).await;
+    let (rig, coupon) = Rig::with_coupon(1000).await;
     let base = rig.app.client.base.clone();
-    let mut consumers: Vec<ConsumerProcess> = ["c1", "c2", "c3"].iter().map(|n| rig.consumer(n)).collect();
-    rig.wait_readers(3).await;
+    let mut consumers = rig.start_consumers(["c1", "c2", "c3"]).await;
     let mut answers = sale(vec![base.clone()], coupon, evenly(1..=50, Duration::ZERO), 8).await;
     rig.settle(coupon).await;
 
@@ -728,11 +704,10 @@ async fn a_frozen_mysql_delays_issues_without_losing_any_and_a_consumer_waiting_
     tokio::time::sleep_until(frozen + Duration::from_secs(5)).await;
     signal(mariadbd, "-CONT");
 
-    let tally = tally(&answers);
+    let tally = tally(&answers, 1000);
     assert_eq!(tally.accepted.len(), 200, "{:?}", tally.codes);
-    let rows = rig.settle(coupon).await;
-    assert_eq!(rig.check_mysql(coupon, 1000).await, rows);
-    assert_eq!(rows, tally.accepted.keys().copied().collect::<BTreeSet<_>>());
+    let rows = rig.settle_and_check(coupon, 1000).await;
+    assert_eq!(rows, tally.accepted);
     assert!(rig.dead_letters(coupon).await.is_empty(), "nothing was dead-lettered");
     assert_running(&mut consumers[1..]);
     rig.app.stop().await;
@@ -740,13 +715,10 @@ async fn a_frozen_mysql_delays_issues_without_losing_any_and_a_consumer_waiting_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mysql_holds_the_quantity_on_its_own_when_redis_forgets_users_a_consumer_has_not_written_yet() {
-    let _serial = SERIAL.lock().await;
-    let rig = Rig::start().await;
     let quantity = 100;
-    let coupon = rig.app.client.create_open_coupon(quantity).await;
+    let (rig, coupon) = Rig::with_coupon(quantity).await;
     let base = rig.app.client.base.clone();
-    let mut consumer = rig.consumer("c1");
-    rig.wait_readers(1).await;
+    let [mut consumer] = rig.start_consumers(["c1"]).await;
 
     // The consumer reads the first users, then waits on the coupon's row lock.
     let mut lock = rig.db.begin().await.unwrap();
@@ -755,26 +727,32 @@ async fn mysql_holds_the_quantity_on_its_own_when_redis_forgets_users_a_consumer
         .fetch_one(&mut *lock)
         .await
         .unwrap();
-    let first = tally(&sale(vec![base.clone()], coupon, evenly(1..=60, Duration::ZERO), 8).await);
+    let first = tally(
+        &sale(vec![base.clone()], coupon, evenly(1..=60, Duration::ZERO), 8).await,
+        quantity,
+    );
     assert_eq!(first.accepted.len(), 60);
     rig.wait_holding(coupon, "c1").await;
 
     // Redis forgets everything, the held batch included; the API rebuilds from
     // MySQL (no rows yet) and accepts a full quantity again.
     rig.redis.flushall().await;
-    let second = tally(&sale(vec![base], coupon, evenly(61..=200, Duration::ZERO), 8).await);
+    let second = tally(
+        &sale(vec![base], coupon, evenly(61..=200, Duration::ZERO), 8).await,
+        quantity,
+    );
     assert_eq!(second.accepted.len() as i64, quantity, "{:?}", second.codes);
     lock.rollback().await.unwrap();
 
     // Redis' set now names users MySQL refused, so wait for the stream instead.
     let rows = wait::until(SETTLE, "the stream to drain and MySQL to fill up", || async {
-        drained(&mut rig.conn(), coupon).await?;
-        let rows = mysql_users(&rig.db, coupon).await?;
+        rig.drained(coupon).await?;
+        let rows = rig.mysql_users(coupon).await?;
         (rows.len() as i64 == quantity).then_some(rows)
     })
     .await;
     assert_eq!(rig.check_mysql(coupon, quantity).await, rows);
-    let accepted: BTreeSet<i64> = first.accepted.keys().chain(second.accepted.keys()).copied().collect();
+    let accepted: HashSet<i64> = first.accepted.union(&second.accepted).copied().collect();
     assert!(rows.is_subset(&accepted), "every row is an accepted user");
     // Whatever the consumer held beyond the quantity was refused, not written.
     let refused: Vec<i64> = rig
@@ -799,20 +777,11 @@ async fn mysql_holds_the_quantity_on_its_own_when_redis_forgets_users_a_consumer
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_poison_entry_is_dead_lettered_once_even_when_its_batch_is_retried() {
-    let _serial = SERIAL.lock().await;
-    let mut rig = Rig::start().await;
-    let coupon = rig.app.client.create_open_coupon(10).await;
-    let consumer = rig.consumer("c1");
-    rig.wait_readers(1).await;
+    let (mut rig, coupon) = Rig::with_coupon(10).await;
+    let [consumer] = rig.start_consumers(["c1"]).await;
     rig.maria.kill9();
     // Garbage and a valid event in one transaction, so that one read gets both.
-    let event = IssueEvent {
-        coupon_id: CouponId::new(coupon).unwrap(),
-        user_id: UserId::new(5).unwrap(),
-        accepted_at_ms: chrono::Utc::now().timestamp_millis(),
-        position: 0,
-        trace: Default::default(),
-    };
+    let event = event(coupon, 5);
     let events = keys(coupon).events;
     let (garbage, _): (String, String) = redis::pipe()
         .atomic()
@@ -841,8 +810,8 @@ async fn a_poison_entry_is_dead_lettered_once_even_when_its_batch_is_retried() {
     .await;
     rig.maria.restart().await;
     wait::until(SETTLE, "the valid event to be written", || async {
-        drained(&mut rig.conn(), coupon).await?;
-        mysql_users(&rig.db, coupon).await?.contains(&5).then_some(())
+        rig.drained(coupon).await?;
+        rig.mysql_users(coupon).await?.contains(&5).then_some(())
     })
     .await;
     let letters = rig.dead_letters(coupon).await;
