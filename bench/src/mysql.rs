@@ -3,14 +3,14 @@
 //! reads the facts the checks need: rows, `coupons.issued_quantity`, user ids,
 //! and the span of `issued_at` (the consumers' write rate).
 
-use crate::verify::{compare_sets, MysqlFacts};
-use chrono::NaiveDateTime;
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use verify::mysql::{self, Ledger, UserRange, ALL_USERS};
+use verify::{compare_sets, MysqlFacts};
 
 /// How often the counts are polled while waiting.
 const POLL: Duration = Duration::from_millis(50);
@@ -30,7 +30,19 @@ pub struct Goal {
     /// User ids whose answer was lost: their rows may or may not come.
     pub unknown: HashSet<i64>,
     /// This run's user id range.
-    pub users: (i64, i64),
+    pub users: UserRange,
+}
+
+impl Goal {
+    /// The users whose rows count: all of a created coupon's, this run's range
+    /// of an existing one.
+    fn counted_users(&self) -> UserRange {
+        if self.created {
+            ALL_USERS
+        } else {
+            self.users
+        }
+    }
 }
 
 /// How one coupon's drain went.
@@ -76,73 +88,9 @@ impl Db {
         Ok(db)
     }
 
-    async fn rows(&self, coupon: i64) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM coupon_issues WHERE coupon_id = ?")
-            .bind(coupon)
-            .fetch_one(&self.pool)
-            .await
-    }
-
-    async fn range_rows(&self, coupon: i64, (lo, hi): (i64, i64)) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM coupon_issues WHERE coupon_id = ? AND user_id BETWEEN ? AND ?")
-            .bind(coupon)
-            .bind(lo)
-            .bind(hi)
-            .fetch_one(&self.pool)
-            .await
-    }
-
-    async fn issued_quantity(&self, coupon: i64) -> Result<i64, sqlx::Error> {
-        let issued: Option<i64> = sqlx::query_scalar("SELECT issued_quantity FROM coupons WHERE id = ?")
-            .bind(coupon)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(issued.unwrap_or(-1))
-    }
-
-    async fn users(&self, coupon: i64, range: Option<(i64, i64)>) -> Result<Vec<i64>, sqlx::Error> {
-        match range {
-            None => {
-                sqlx::query_scalar("SELECT user_id FROM coupon_issues WHERE coupon_id = ?")
-                    .bind(coupon)
-                    .fetch_all(&self.pool)
-                    .await
-            }
-            Some((lo, hi)) => {
-                sqlx::query_scalar("SELECT user_id FROM coupon_issues WHERE coupon_id = ? AND user_id BETWEEN ? AND ?")
-                    .bind(coupon)
-                    .bind(lo)
-                    .bind(hi)
-                    .fetch_all(&self.pool)
-                    .await
-            }
-        }
-    }
-
-    async fn issued_between(
-        &self,
-        coupon: i64,
-        (lo, hi): (i64, i64),
-    ) -> Result<Option<(NaiveDateTime, NaiveDateTime)>, sqlx::Error> {
-        let (first, last): (Option<NaiveDateTime>, Option<NaiveDateTime>) = sqlx::query_as(
-            "SELECT MIN(issued_at), MAX(issued_at) FROM coupon_issues WHERE coupon_id = ? AND user_id BETWEEN ? AND ?",
-        )
-        .bind(coupon)
-        .bind(lo)
-        .bind(hi)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(first.zip(last))
-    }
-
-    /// The rows that count for `goal`: all of a created coupon's, this run's
-    /// user range of an existing one.
+    /// The rows that count for `goal`.
     async fn counted(&self, goal: &Goal) -> Result<i64, sqlx::Error> {
-        if goal.created {
-            self.rows(goal.coupon_id).await
-        } else {
-            self.range_rows(goal.coupon_id, goal.users).await
-        }
+        mysql::rows(&self.pool, goal.coupon_id, goal.counted_users()).await
     }
 
     /// Whether `goal` is met: enough rows, and (for an existing coupon, whose
@@ -154,11 +102,7 @@ impl Db {
         if goal.created || goal.unknown.is_empty() {
             return Ok(true);
         }
-        let users: HashSet<i64> = self
-            .users(goal.coupon_id, Some(goal.users))
-            .await?
-            .into_iter()
-            .collect();
+        let users: HashSet<i64> = mysql::user_ids(&self.pool, goal.coupon_id, goal.users).await?;
         Ok(goal.accepted.iter().all(|u| users.contains(u)))
     }
 
@@ -240,22 +184,21 @@ impl Db {
 
     /// The facts the MySQL checks need for `goal`, after the drain.
     pub async fn facts(&self, goal: &Goal, drained: bool) -> Result<MysqlFacts, sqlx::Error> {
-        let rows = self.rows(goal.coupon_id).await?;
-        let range_rows = self.range_rows(goal.coupon_id, goal.users).await?;
-        let issued_quantity = self.issued_quantity(goal.coupon_id).await?;
-        let compared = if goal.created { rows } else { range_rows };
+        let ledger = Ledger::read(&self.pool, goal.coupon_id).await?;
+        let range_rows = mysql::rows(&self.pool, goal.coupon_id, goal.users).await?;
+        let compared = if goal.created { ledger.rows } else { range_rows };
         let sets = if compared <= MAX_SET_ROWS {
-            let range = if goal.created { None } else { Some(goal.users) };
-            let in_db = self.users(goal.coupon_id, range).await?;
-            Some(compare_sets(&goal.accepted, &in_db, &goal.unknown))
+            let in_db: Vec<i64> = mysql::user_ids(&self.pool, goal.coupon_id, goal.counted_users()).await?;
+            Some(compare_sets(&goal.accepted, in_db, &goal.unknown))
         } else {
             None
         };
-        let issued_between = self.issued_between(goal.coupon_id, goal.users).await?;
+        let issued_between = mysql::issued_between(&self.pool, goal.coupon_id, goal.users).await?;
         Ok(MysqlFacts {
-            rows,
+            rows: ledger.rows,
             range_rows,
-            issued_quantity,
+            // A coupon without a row can match no count.
+            issued_quantity: ledger.issued_quantity.unwrap_or(-1),
             drained,
             sets,
             issued_between,

@@ -2,11 +2,10 @@
 //! (stdout) and written as JSON (`--json`) for scripts.
 
 use crate::stats::Percentiles;
-use crate::verify::Check;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use verify::Check;
 
 /// Everything a run measured and concluded.
 #[derive(Serialize, Debug)]
@@ -125,12 +124,6 @@ pub struct DrainSummary {
 }
 
 impl Summary {
-    /// Writes the summary as pretty JSON to `path`.
-    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(path, text + "\n").map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
-    }
-
     /// The human-readable report.
     pub fn render(&self) -> String {
         let mut out = String::new();

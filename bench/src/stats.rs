@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use http::StatusCode;
 use std::collections::BTreeMap;
 use std::time::Duration;
+use verify::CouponTally;
 
 /// The histogram's range: 1 µs to an hour, 3 significant digits.
 const MAX_LATENCY_US: u64 = 3_600_000_000;
@@ -36,21 +37,6 @@ pub struct Acceptance {
 pub struct Unknown {
     pub coupon: usize,
     pub user_id: i64,
-}
-
-/// The answers for one coupon.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CouponTally {
-    pub requests: u64,
-    pub accepted: u64,
-    pub sold_out: u64,
-    pub already_issued: u64,
-    /// Transport errors and 5xx (the request may have been accepted).
-    pub unknown: u64,
-    /// Requests that never left: no connection could be made.
-    pub not_sent: u64,
-    /// Any other answer: a status or code the contract does not give to this request.
-    pub unexpected: u64,
 }
 
 /// How the live counters classify an answer.

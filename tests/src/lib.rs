@@ -9,8 +9,14 @@
 //! - [`repo_files`]: the repository's own files, for the deployment-file checks.
 //! - [`cluster`]: a private three-master Redis Cluster with one replica.
 //! - [`servers`]: private `redis-server` / `mariadbd` processes for fault tests.
+//! - [`binaries`]: the built `coupon-api` / `coupon-consumer` as real processes.
+//! - [`child`]: what every child process needs: a directory, a port, a log.
 //! - [`wait`]: polling for a condition with a deadline (never a bare sleep).
+//! - [`checks`]: a sale's guarantees as assertions, on the `verify` crate.
 
+pub mod binaries;
+pub mod checks;
+pub mod child;
 pub mod client;
 pub mod cluster;
 pub mod otlp;
@@ -18,6 +24,16 @@ pub mod repo_files;
 pub mod servers;
 pub mod spawn;
 pub mod wait;
+
+use shared::{CouponId, CouponKeys};
+
+/// The consumer group every consumer of the tests reads in.
+pub const CONSUMER_GROUP: &str = "coupon-issuers";
+
+/// The Redis keys of a coupon, by the id the API gave it.
+pub fn keys(coupon: i64) -> CouponKeys {
+    CouponKeys::new(CouponId::new(coupon).expect("coupon ids the API gives are positive"))
+}
 
 /// The shared services this machine runs; override with the usual variables.
 pub fn redis_url() -> String {

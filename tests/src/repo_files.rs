@@ -1,6 +1,8 @@
 //! Reading the repository's own files, for the tests that check deployment
-//! files against what the binaries really accept.
+//! files against what the binaries really accept: the files, the variables a
+//! binary reads, and YAML scalars as text.
 
+use serde_norway::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -30,4 +32,36 @@ pub fn accepted_variables(config_sources: &[&str]) -> BTreeSet<String> {
     assert!(read("shared/src/telemetry.rs").contains("EnvFilter::try_from_default_env"));
     names.insert("RUST_LOG".into());
     names
+}
+
+/// The variables `coupon-api` reads (checked to hold two it surely does, so a
+/// parse that found nothing can not pass for "nothing set is unknown").
+pub fn api_variables() -> BTreeSet<String> {
+    variables(
+        &["api/src/config.rs", "shared/src/config.rs"],
+        ["LISTEN_ADDR", "REDIS_URL"],
+    )
+}
+
+/// The variables `coupon-consumer` reads (checked as [`api_variables`]).
+pub fn consumer_variables() -> BTreeSet<String> {
+    variables(
+        &["consumer/src/config.rs", "shared/src/config.rs"],
+        ["METRICS_ADDR", "CONSUMER_NAME"],
+    )
+}
+
+fn variables(config_sources: &[&str], surely: [&str; 2]) -> BTreeSet<String> {
+    let accepted = accepted_variables(config_sources);
+    assert!(surely.iter().all(|name| accepted.contains(*name)), "{accepted:?}");
+    accepted
+}
+
+/// A YAML scalar as text: a string as it is, anything else as YAML writes it
+/// (`30s`, `8080`, `true`).
+pub fn scalar(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => serde_norway::to_string(other).unwrap().trim().to_string(),
+    }
 }

@@ -3,9 +3,11 @@
 use crate::client::Client;
 use shared::config::{CommonConfig, DatabaseConfig, RedisConfig, TelemetryConfig};
 use sqlx::MySqlPool;
+use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use verify::mysql::Ledger;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
@@ -71,6 +73,21 @@ impl Env {
             .expect("connecting to the test database")
     }
 
+    /// The users with a row for `coupon` in the test's database.
+    pub async fn mysql_users(&self, coupon: i64) -> HashSet<i64> {
+        verify::mysql::user_ids(&self.db().await, coupon, verify::mysql::ALL_USERS)
+            .await
+            .expect("reading coupon_issues")
+    }
+
+    /// What the test's database holds for `coupon`: rows, distinct users and
+    /// `issued_quantity`.
+    pub async fn ledger(&self, coupon: i64) -> Ledger {
+        Ledger::read(&self.db().await, coupon)
+            .await
+            .expect("reading the ledger")
+    }
+
     pub async fn redis(&self) -> redis::aio::ConnectionManager {
         let client = redis::Client::open(self.redis_url.as_str()).unwrap();
         redis::aio::ConnectionManager::new(client)
@@ -110,6 +127,13 @@ impl TestApp {
         let _ = self.stop.send(true);
         let _ = self.handle.await;
     }
+
+    /// The usual end of a test on the shared servers: [`TestApp::stop`], then
+    /// the test's database dropped.
+    pub async fn finish(self, env: &Env) {
+        self.stop().await;
+        env.cleanup().await;
+    }
 }
 
 /// Builds an API config for `env`; `admin_token: None` disables admin endpoints.
@@ -127,6 +151,14 @@ pub fn api_config(env: &Env, admin_token: Option<&str>) -> api::ApiConfig {
 /// one Redis never touch each other's keys.
 pub async fn spawn_app(env: &Env) -> TestApp {
     spawn_app_with(api_config(env, Some(ADMIN_TOKEN))).await
+}
+
+/// The usual start of a test: a new database on the shared servers and an API
+/// on it (see [`spawn_app`]).
+pub async fn spawn_shared_app() -> (Env, TestApp) {
+    let env = Env::shared();
+    let app = spawn_app(&env).await;
+    (env, app)
 }
 
 /// Moves a fresh database's coupon ids to a random range, so that tests sharing
@@ -166,7 +198,7 @@ pub async fn spawn_app_with(config: api::ApiConfig) -> TestApp {
 /// Consumer settings for tests: small batches, short block and claim times.
 pub fn consumer_config(env: &Env, name: &str) -> consumer::ConsumerConfig {
     consumer::ConsumerConfig {
-        consumer_group: "coupon-issuers".into(),
+        consumer_group: crate::CONSUMER_GROUP.into(),
         consumer_name: Some(name.into()),
         metrics_addr: "127.0.0.1:0".into(),
         batch_size: 64,

@@ -2,14 +2,14 @@
 //! changes nothing; random bytes and random JSON never get a 5xx.
 
 use integration_tests::client::Answer;
+use integration_tests::keys;
 use integration_tests::spawn::{self, Env, TestApp};
 use proptest::prelude::*;
 use redis::AsyncCommands;
 use serde_json::{json, Value};
-use shared::{CouponId, CouponKeys};
 
 async fn state(env: &Env, coupon: i64) -> (i64, i64, i64) {
-    let keys = CouponKeys::new(CouponId::new(coupon).unwrap());
+    let keys = keys(coupon);
     let mut redis = env.redis().await;
     let issued: i64 = redis.scard(&keys.issued).await.unwrap();
     let events: i64 = redis.xlen(&keys.events).await.unwrap();
@@ -31,8 +31,7 @@ fn assert_error(answer: &Answer, statuses: &[u16], code: &str, case: &str) {
 }
 
 async fn setup() -> (Env, TestApp, i64) {
-    let env = Env::shared();
-    let app = spawn::spawn_app(&env).await;
+    let (env, app) = spawn::spawn_shared_app().await;
     let coupon = app.client.create_open_coupon(5).await;
     (env, app, coupon)
 }
@@ -253,8 +252,7 @@ async fn every_bad_input_the_contract_lists_is_a_4xx_with_no_change_of_state() {
         before,
         "no bad request changed Redis or MySQL"
     );
-    app.stop().await;
-    env.cleanup().await;
+    app.finish(&env).await;
 }
 
 fn any_json() -> impl Strategy<Value = Value> {
@@ -315,8 +313,7 @@ async fn random_bytes_and_random_json_never_get_a_5xx_nor_change_state() {
         })
     });
     result.unwrap();
-    app.stop().await;
-    env.cleanup().await;
+    app.finish(&env).await;
 }
 
 #[tokio::test]
@@ -341,6 +338,5 @@ async fn oversized_headers_and_too_many_headers_are_refused_before_the_app() {
         let head = String::from_utf8_lossy(&answer[..n]).to_string();
         assert!(head.starts_with("HTTP/1.1 431"), "{head}");
     }
-    app.stop().await;
-    env.cleanup().await;
+    app.finish(&env).await;
 }

@@ -3,22 +3,13 @@
 //! master failing over to its replica in the middle of a sale.
 
 use futures::stream::{self, StreamExt};
+use integration_tests::checks::assert_sold_out;
 use integration_tests::client::Client;
 use integration_tests::cluster::PrivateCluster;
 use integration_tests::spawn::{self, Env};
-use integration_tests::wait;
-use shared::{CouponId, CouponKeys};
+use integration_tests::{keys, wait, CONSUMER_GROUP};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-
-async fn mysql_users(env: &Env, coupon: i64) -> HashSet<i64> {
-    let users: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM coupon_issues WHERE coupon_id = ?")
-        .bind(coupon)
-        .fetch_all(&env.db().await)
-        .await
-        .unwrap();
-    users.into_iter().collect()
-}
 
 /// Every (coupon, user) request, spread over the APIs round robin; returns the
 /// accepted (coupon, user, position) and the other answers' status codes.
@@ -50,7 +41,7 @@ async fn drained(env: &Env, coupon: i64, users: &HashSet<i64>) {
     wait::until(
         Duration::from_secs(60),
         "the consumers to write every accepted user",
-        || async { (mysql_users(env, coupon).await == *users).then_some(()) },
+        || async { (env.mysql_users(coupon).await == *users).then_some(()) },
     )
     .await;
 }
@@ -84,24 +75,13 @@ async fn two_apis_and_three_consumers_on_a_cluster_keep_every_guarantee_for_seve
     );
 
     for &coupon in &coupons {
+        // Exactly the quantity accepted across both APIs.
         let mine: Vec<(i64, i64)> = accepted
             .iter()
             .filter(|(c, _, _)| *c == coupon)
             .map(|(_, u, p)| (*u, *p))
             .collect();
-        assert_eq!(
-            mine.len() as i64,
-            quantity,
-            "coupon {coupon}: exactly the quantity accepted across both APIs"
-        );
-        let users: HashSet<i64> = mine.iter().map(|(u, _)| *u).collect();
-        assert_eq!(users.len(), mine.len(), "coupon {coupon}: nobody accepted twice");
-        let positions: HashSet<i64> = mine.iter().map(|(_, p)| *p).collect();
-        assert_eq!(
-            positions,
-            (1..=quantity).collect(),
-            "coupon {coupon}: positions 1..N without gaps or repeats"
-        );
+        let users = assert_sold_out(coupon, &mine, quantity);
         drained(&env, coupon, &users).await;
     }
     // Which consumers took entries, per stream (XINFO routed to the stream's node).
@@ -110,11 +90,10 @@ async fn two_apis_and_three_consumers_on_a_cluster_keep_every_guarantee_for_seve
         .unwrap();
     let mut per_consumer: HashMap<String, usize> = HashMap::new();
     for &coupon in &coupons {
-        let events = CouponKeys::new(CouponId::new(coupon).unwrap()).events;
         let info: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
             .arg("CONSUMERS")
-            .arg(&events)
-            .arg("coupon-issuers")
+            .arg(keys(coupon).events)
+            .arg(CONSUMER_GROUP)
             .query_async(&mut redis)
             .await
             .unwrap();
@@ -145,7 +124,7 @@ async fn a_master_failing_over_to_its_replica_mid_sale_loses_nothing_accepted() 
     let mut coupon = 0;
     for _ in 0..30 {
         let candidate = app.client.create_open_coupon(3500).await;
-        if cluster.on_first_master(&CouponKeys::new(CouponId::new(candidate).unwrap()).events) {
+        if cluster.on_first_master(&keys(candidate).events) {
             coupon = candidate;
             break;
         }
@@ -179,14 +158,9 @@ async fn a_master_failing_over_to_its_replica_mid_sale_loses_nothing_accepted() 
     );
     assert!(accepted.len() <= 3500);
     drained(&env, coupon, &users).await;
-    let issued: i64 = sqlx::query_scalar("SELECT issued_quantity FROM coupons WHERE id = ?")
-        .bind(coupon)
-        .fetch_one(&env.db().await)
-        .await
-        .unwrap();
     assert_eq!(
-        issued,
-        users.len() as i64,
+        env.ledger(coupon).await.issued_quantity,
+        Some(users.len() as i64),
         "every accepted request is one row, and nothing else"
     );
     for consumer in consumers {

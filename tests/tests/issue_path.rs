@@ -2,40 +2,17 @@
 //! group → MySQL, against the real Redis and MariaDB of this machine.
 
 use futures::stream::{self, StreamExt};
-use integration_tests::spawn::{self, Env};
-use integration_tests::wait;
+use integration_tests::checks::assert_sold_out;
+use integration_tests::spawn;
+use integration_tests::{keys, wait, CONSUMER_GROUP};
 use redis::AsyncCommands;
 use serde_json::json;
-use shared::{CouponId, CouponKeys};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-fn keys(coupon: i64) -> CouponKeys {
-    CouponKeys::new(CouponId::new(coupon).unwrap())
-}
-
-async fn mysql_users(env: &Env, coupon: i64) -> HashSet<i64> {
-    let db = env.db().await;
-    let users: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM coupon_issues WHERE coupon_id = ?")
-        .bind(coupon)
-        .fetch_all(&db)
-        .await
-        .unwrap();
-    users.into_iter().collect()
-}
-
-async fn issued_quantity(env: &Env, coupon: i64) -> i64 {
-    sqlx::query_scalar("SELECT issued_quantity FROM coupons WHERE id = ?")
-        .bind(coupon)
-        .fetch_one(&env.db().await)
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_concurrent_flash_sale_accepts_exactly_the_quantity_and_mysql_ends_equal() {
-    let env = Env::shared();
-    let app = spawn::spawn_app(&env).await;
+    let (env, app) = spawn::spawn_shared_app().await;
     let consumers = [
         spawn::spawn_consumer(&env, "c1").await,
         spawn::spawn_consumer(&env, "c2").await,
@@ -59,15 +36,7 @@ async fn a_concurrent_flash_sale_accepts_exactly_the_quantity_and_mysql_ends_equ
         .filter(|(_, (status, _))| *status == 202)
         .map(|(user, (_, body))| (*user, body["position"].as_i64().unwrap()))
         .collect();
-    assert_eq!(
-        accepted.len() as i64,
-        quantity,
-        "exactly total_quantity requests are accepted"
-    );
-    let accepted_users: HashSet<i64> = accepted.iter().map(|(u, _)| *u).collect();
-    assert_eq!(accepted_users.len() as i64, quantity, "nobody is accepted twice");
-    let positions: HashSet<i64> = accepted.iter().map(|(_, p)| *p).collect();
-    assert_eq!(positions, (1..=quantity).collect(), "positions are 1..N, each once");
+    let accepted_users = assert_sold_out(coupon, &accepted, quantity);
     let mut codes: HashMap<String, usize> = HashMap::new();
     for (user, (status, body)) in &answers {
         if *status != 202 {
@@ -91,15 +60,15 @@ async fn a_concurrent_flash_sale_accepts_exactly_the_quantity_and_mysql_ends_equ
     wait::until(
         Duration::from_secs(30),
         "the consumers to write every accepted user",
-        || async { (mysql_users(&env, coupon).await.len() as i64 == quantity).then_some(()) },
+        || async { (env.mysql_users(coupon).await.len() as i64 == quantity).then_some(()) },
     )
     .await;
     assert_eq!(
-        mysql_users(&env, coupon).await,
+        env.mysql_users(coupon).await,
         accepted_users,
         "MySQL holds exactly the accepted users"
     );
-    assert_eq!(issued_quantity(&env, coupon).await, quantity);
+    assert_eq!(env.ledger(coupon).await.issued_quantity, Some(quantity));
     let some_user = *accepted_users.iter().next().unwrap();
     let (status, body) = app.client.get(&format!("/coupons/{coupon}/issues/{some_user}")).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("issued")), "{body}");
@@ -109,14 +78,12 @@ async fn a_concurrent_flash_sale_accepts_exactly_the_quantity_and_mysql_ends_equ
         assert!(consumer.is_running());
         consumer.stop().await;
     }
-    app.stop().await;
-    env.cleanup().await;
+    app.finish(&env).await;
 }
 
 #[tokio::test]
 async fn requests_outside_the_issue_period_or_for_unknown_coupons_are_refused_without_a_trace() {
-    let env = Env::shared();
-    let app = spawn::spawn_app(&env).await;
+    let (env, app) = spawn::spawn_shared_app().await;
     let now = chrono::Utc::now();
     let window = |from: i64, to: i64| {
         json!({"name": "later", "total_quantity": 5,
@@ -150,14 +117,12 @@ async fn requests_outside_the_issue_period_or_for_unknown_coupons_are_refused_wi
         let events: i64 = redis.exists(keys(coupon).events).await.unwrap();
         assert_eq!((issued, events), (0, 0), "a refused request changes nothing");
     }
-    app.stop().await;
-    env.cleanup().await;
+    app.finish(&env).await;
 }
 
 #[tokio::test]
 async fn creating_a_coupon_needs_the_admin_token() {
-    let env = Env::shared();
-    let app = spawn::spawn_app(&env).await;
+    let (env, app) = spawn::spawn_shared_app().await;
     let body = json!({"name": "x", "total_quantity": 1, "issue_start": "2026-01-01T00:00:00Z", "issue_end": "2027-01-01T00:00:00Z"});
     let url = format!("{}/coupons", app.client.base);
     for token in [None, Some("wrong"), Some("test-admin-token-but-longer")] {
@@ -193,14 +158,12 @@ async fn creating_a_coupon_needs_the_admin_token() {
         .unwrap();
     assert_eq!(count, 1, "only the authorised request created a coupon");
     disabled.stop().await;
-    app.stop().await;
-    env.cleanup().await;
+    app.finish(&env).await;
 }
 
 #[tokio::test]
 async fn an_event_delivered_twice_is_written_once() {
-    let env = Env::shared();
-    let app = spawn::spawn_app(&env).await;
+    let (env, app) = spawn::spawn_shared_app().await;
     let coupon = app.client.create_open_coupon(10).await;
     let (status, _) = app.client.issue(coupon, 77).await;
     assert_eq!(status, 202);
@@ -219,32 +182,27 @@ async fn an_event_delivered_twice_is_written_once() {
         .unwrap();
 
     let consumer = spawn::spawn_consumer(&env, "dup").await;
-    wait::until(Duration::from_secs(20), "both entries to be acked", || {
+    wait::until(Duration::from_secs(20), "both entries to be read and acked", || {
         let mut redis = redis.clone();
         async move {
-            let pending: redis::streams::StreamPendingReply =
-                redis.xpending(keys(coupon).events, "coupon-issuers").await.ok()?;
-            let info: redis::streams::StreamInfoGroupsReply = redis.xinfo_groups(keys(coupon).events).await.ok()?;
-            let read_all = info.groups.first()?.entries_read == Some(2);
-            (read_all && pending.count() == 0).then_some(())
+            let drained = verify::stream::drained(&mut redis, &keys(coupon).events, CONSUMER_GROUP).await;
+            drained.ok()?.then_some(())
         }
     })
     .await;
-    assert_eq!(mysql_users(&env, coupon).await, HashSet::from([77]));
+    assert_eq!(env.mysql_users(coupon).await, HashSet::from([77]));
     assert_eq!(
-        issued_quantity(&env, coupon).await,
-        1,
+        env.ledger(coupon).await.issued_quantity,
+        Some(1),
         "the redelivery did not count twice"
     );
     consumer.stop().await;
-    app.stop().await;
-    env.cleanup().await;
+    app.finish(&env).await;
 }
 
 #[tokio::test]
 async fn a_new_coupon_starts_empty_even_if_redis_holds_leftovers_under_its_id() {
-    let env = Env::shared();
-    let app = spawn::spawn_app(&env).await;
+    let (env, app) = spawn::spawn_shared_app().await;
     let db = env.db().await;
     let database = env.database_url.rsplit('/').next().unwrap().to_string();
     // MariaDB and MySQL 8 may cache this; ANALYZE makes it current.
@@ -269,6 +227,5 @@ async fn a_new_coupon_starts_empty_even_if_redis_holds_leftovers_under_its_id() 
     assert_eq!((status, body["position"].as_i64()), (202, Some(1)), "{body}");
     let (_, view) = app.client.get(&format!("/coupons/{coupon}")).await;
     assert_eq!(view["issued_quantity"], 1);
-    app.stop().await;
-    env.cleanup().await;
+    app.finish(&env).await;
 }

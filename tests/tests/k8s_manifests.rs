@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed test helper should panic
 
-use integration_tests::repo_files::{accepted_variables, read, root};
+use integration_tests::repo_files::{api_variables, consumer_variables, read, root, scalar};
 use serde::Deserialize;
 use serde_norway::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,13 +19,6 @@ fn documents(relative: &str) -> Vec<Value> {
         .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{relative}: {e}")))
         .filter(|doc| !doc.is_null())
         .collect()
-}
-
-fn scalar(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => serde_norway::to_string(other).unwrap().trim().to_string(),
-    }
 }
 
 fn seq(value: &Value) -> &[Value] {
@@ -133,8 +126,8 @@ fn accepted_by(container: &Value) -> (String, BTreeSet<String>) {
     let command: Vec<String> = seq(&container["command"]).iter().map(scalar).collect();
     let binary = command.first().cloned().unwrap_or_default();
     let accepted = match binary.as_str() {
-        API => accepted_variables(&["api/src/config.rs", "shared/src/config.rs"]),
-        CONSUMER => accepted_variables(&["consumer/src/config.rs", "shared/src/config.rs"]),
+        API => api_variables(),
+        CONSUMER => consumer_variables(),
         other => panic!("the container runs `{other}`, neither {API} nor {CONSUMER}"),
     };
     assert_eq!(command.len(), 1, "{command:?}");

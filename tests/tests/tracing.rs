@@ -3,8 +3,8 @@
 //! hold the API's server span, the Redis script span under it, the consumer's
 //! processing span as its descendant and the MySQL span under that.
 
+use integration_tests::binaries::{ApiProcess, ConsumerOptions, ConsumerProcess};
 use integration_tests::otlp::{Receiver, Span};
-use integration_tests::servers::{ApiProcess, ConsumerOptions, ConsumerProcess};
 use integration_tests::spawn::Env;
 use integration_tests::wait;
 use std::time::{Duration, Instant};
@@ -17,6 +17,22 @@ fn telemetry_env(receiver: &str) -> Vec<(String, String)> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
+}
+
+fn attribute<'a>(span: &'a Span, key: &str) -> Option<&'a str> {
+    span.attributes.get(key).map(String::as_str)
+}
+
+/// The span of `trace` named `name`, which must come from `service` and carry
+/// `attribute`.
+fn span<'a>(trace: &'a [Span], name: &str, service: &str, (key, value): (&str, &str)) -> &'a Span {
+    let span = trace
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no `{name}` span in {trace:#?}"));
+    assert_eq!(span.service, service, "the service of `{name}`");
+    assert_eq!(attribute(span, key), Some(value), "`{key}` of `{name}`");
+    span
 }
 
 fn parent_of<'a>(span: &Span, spans: &'a [Span]) -> Option<&'a Span> {
@@ -81,53 +97,41 @@ async fn an_issue_request_is_one_trace_across_the_api_and_the_consumer() {
     .await;
     let trace_id = hex_decode(client_trace);
     let trace: Vec<Span> = spans.into_iter().filter(|s| s.trace_id == trace_id).collect();
-    let find = |name: &str| {
-        trace
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap_or_else(|| panic!("no `{name}` span in {trace:#?}"))
-    };
 
-    let server = find("POST /coupons/{coupon_id}/issue");
-    assert_eq!(server.service, "coupon-api");
+    let server = span(
+        &trace,
+        "POST /coupons/{coupon_id}/issue",
+        "coupon-api",
+        ("http.request.method", "POST"),
+    );
     assert_eq!(server.kind, 2, "a server span");
-    assert_eq!(
-        server.attributes.get("http.request.method").map(String::as_str),
-        Some("POST")
-    );
-    assert_eq!(
-        server.attributes.get("http.route").map(String::as_str),
-        Some("/coupons/{coupon_id}/issue")
-    );
-    assert_eq!(
-        server.attributes.get("http.response.status_code").map(String::as_str),
-        Some("202")
-    );
+    assert_eq!(attribute(server, "http.route"), Some("/coupons/{coupon_id}/issue"));
+    assert_eq!(attribute(server, "http.response.status_code"), Some("202"));
     assert_eq!(
         server.parent_span_id,
         hex_decode("00f067aa0ba902b7"),
         "the incoming traceparent is the parent"
     );
 
-    let script = find("EVALSHA issue");
-    assert_eq!(script.attributes.get("db.system").map(String::as_str), Some("redis"));
+    let script = span(&trace, "EVALSHA issue", "coupon-api", ("db.system", "redis"));
     assert_eq!(script.kind, 3, "a client span");
     assert!(
         is_descendant(script, server, &trace),
         "the Redis span is under the request"
     );
 
-    let process = find("process issue event");
-    assert_eq!(process.service, "coupon-consumer");
-    assert_eq!(process.attributes.get("user.id").map(String::as_str), Some("4242"));
+    let process = span(&trace, "process issue event", "coupon-consumer", ("user.id", "4242"));
     assert!(
         is_descendant(process, server, &trace),
         "the consumer span continues the request's trace"
     );
 
-    let insert = find("INSERT coupon_issues");
-    assert_eq!(insert.service, "coupon-consumer");
-    assert_eq!(insert.attributes.get("db.system").map(String::as_str), Some("mysql"));
+    let insert = span(
+        &trace,
+        "INSERT coupon_issues",
+        "coupon-consumer",
+        ("db.system", "mysql"),
+    );
     assert_eq!(
         parent_of(insert, &trace).map(|p| p.name.as_str()),
         Some("process issue event")
@@ -138,7 +142,7 @@ async fn an_issue_request_is_one_trace_across_the_api_and_the_consumer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_is_down_neither_stops_nor_slows_the_api() {
     // Nothing listens on this port: every export fails.
-    let dead_collector = format!("http://127.0.0.1:{}", integration_tests::servers::free_port());
+    let dead_collector = format!("http://127.0.0.1:{}", integration_tests::child::free_port());
     let env = Env::shared();
     let api = ApiProcess::spawn_with(&env, &telemetry_env(&dead_collector)).await;
     let coupon = api.client.create_open_coupon(1000).await;

@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use clap::Parser;
+use coupon_bench::program::{self, Runtime};
 use serde::Deserialize;
 use shared::config::RedisConfig;
 use shared::redis_conn::RedisConn;
@@ -66,19 +67,9 @@ struct IssueRequest {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("coupon-ceiling: starting the runtime: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(serve(args)) {
+    match program::block_on("coupon-ceiling", Runtime::MultiThread, serve(args)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("coupon-ceiling: {err}");
-            ExitCode::from(2)
-        }
+        Err(code) => code,
     }
 }
 

@@ -22,9 +22,10 @@
 
 use chrono::{Duration as Days, Utc};
 use clap::Parser;
+use coupon_bench::program::{self, Runtime};
 use serde::Serialize;
 use shared::config::DatabaseConfig;
-use sqlx::{MySqlPool, QueryBuilder};
+use sqlx::{MySql, MySqlPool, QueryBuilder};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -73,48 +74,32 @@ struct Outcome {
     rows_per_s: f64,
 }
 
+const PROGRAM: &str = "coupon-insert-ceiling";
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.rows == 0 || args.batch == 0 || args.batch > 10_000 || i64::try_from(args.rows).is_err() {
-        eprintln!("coupon-insert-ceiling: --rows must be at least 1 and --batch from 1 to 10000");
-        return ExitCode::from(2);
+        return program::fail(PROGRAM, "--rows must be at least 1 and --batch from 1 to 10000");
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("coupon-insert-ceiling: starting the runtime: {err}");
-            return ExitCode::from(2);
-        }
+    let outcome = match program::block_on(PROGRAM, Runtime::CurrentThread, run(&args)) {
+        Ok(outcome) => outcome,
+        Err(code) => return code,
     };
-    match runtime.block_on(run(&args)) {
-        Ok(outcome) => {
-            println!(
-                "insert ceiling ({} statements): {} rows for coupon {} in {} transactions of {} ({} INSERT + {} UPDATE statements) in {:.3} s: {:.0} rows/s",
-                outcome.statements,
-                outcome.rows,
-                outcome.coupon_id,
-                outcome.transactions,
-                outcome.batch,
-                outcome.insert_statements,
-                outcome.update_statements,
-                outcome.elapsed_s,
-                outcome.rows_per_s
-            );
-            if let Some(path) = &args.json {
-                let written = serde_json::to_string_pretty(&outcome)
-                    .map_err(|err| err.to_string())
-                    .and_then(|text| std::fs::write(path, text + "\n").map_err(|err| err.to_string()));
-                if let Err(err) = written {
-                    eprintln!("coupon-insert-ceiling: writing {}: {err}", path.display());
-                    return ExitCode::from(2);
-                }
-            }
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("coupon-insert-ceiling: {err}");
-            ExitCode::from(2)
-        }
+    println!(
+        "insert ceiling ({} statements): {} rows for coupon {} in {} transactions of {} ({} INSERT + {} UPDATE statements) in {:.3} s: {:.0} rows/s",
+        outcome.statements,
+        outcome.rows,
+        outcome.coupon_id,
+        outcome.transactions,
+        outcome.batch,
+        outcome.insert_statements,
+        outcome.update_statements,
+        outcome.elapsed_s,
+        outcome.rows_per_s
+    );
+    match args.json.as_deref().map(|path| program::write_json(path, &outcome)) {
+        Some(Err(err)) => program::fail(PROGRAM, err),
+        _ => ExitCode::SUCCESS,
     }
 }
 
@@ -179,19 +164,12 @@ async fn create_coupon(db: &MySqlPool, quantity: u64) -> Result<i64, sqlx::Error
 /// One transaction: rows `first + 1 ..= first + size` (user id = position), then
 /// `issued_quantity` raised by the rows inserted.
 async fn write_batch(db: &MySqlPool, coupon_id: i64, first: u64, size: u64) -> Result<(), sqlx::Error> {
-    let now = Utc::now();
     let mut tx = db.begin().await?;
-    let mut insert =
-        QueryBuilder::new("INSERT INTO coupon_issues (coupon_id, user_id, position, accepted_at, issued_at) ");
-    insert.push_values(first + 1..=first + size, |mut row, n| {
-        let n = i64::try_from(n).unwrap_or(i64::MAX);
-        row.push_bind(coupon_id)
-            .push_bind(n)
-            .push_bind(n)
-            .push_bind(now)
-            .push_bind(now);
-    });
-    let inserted = insert.build().execute(&mut *tx).await?.rows_affected();
+    let inserted = insert_rows("INSERT", coupon_id, users(first, size))
+        .build()
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
     sqlx::query("UPDATE coupons SET issued_quantity = issued_quantity + ? WHERE id = ?")
         .bind(inserted)
         .bind(coupon_id)
@@ -204,8 +182,6 @@ async fn write_batch(db: &MySqlPool, coupon_id: i64, first: u64, size: u64) -> R
 /// lock the coupon row, look for the batch's users, `INSERT IGNORE`, guarded
 /// `UPDATE`.
 async fn write_batch_as_consumer(db: &MySqlPool, coupon_id: i64, first: u64, size: u64) -> Result<(), sqlx::Error> {
-    let now = Utc::now();
-    let users = || (first + 1..=first + size).map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     let mut tx = db.begin().await?;
     let _room: Option<(i64, i64)> =
         sqlx::query_as("SELECT total_quantity, issued_quantity FROM coupons WHERE id = ? FOR UPDATE")
@@ -215,21 +191,16 @@ async fn write_batch_as_consumer(db: &MySqlPool, coupon_id: i64, first: u64, siz
     let mut select = QueryBuilder::new("SELECT user_id FROM coupon_issues WHERE coupon_id = ");
     select.push_bind(coupon_id).push(" AND user_id IN (");
     let mut separated = select.separated(", ");
-    for user in users() {
+    for user in users(first, size) {
         separated.push_bind(user);
     }
     select.push(")");
     let _existing: Vec<i64> = select.build_query_scalar().fetch_all(&mut *tx).await?;
-    let mut insert =
-        QueryBuilder::new("INSERT IGNORE INTO coupon_issues (coupon_id, user_id, position, accepted_at, issued_at) ");
-    insert.push_values(users(), |mut row, n| {
-        row.push_bind(coupon_id)
-            .push_bind(n)
-            .push_bind(n)
-            .push_bind(now)
-            .push_bind(now);
-    });
-    let inserted = insert.build().execute(&mut *tx).await?.rows_affected();
+    let inserted = insert_rows("INSERT IGNORE", coupon_id, users(first, size))
+        .build()
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
     sqlx::query(
         "UPDATE coupons SET issued_quantity = issued_quantity + ? WHERE id = ? AND issued_quantity + ? <= total_quantity",
     )
@@ -239,4 +210,26 @@ async fn write_batch_as_consumer(db: &MySqlPool, coupon_id: i64, first: u64, siz
     .execute(&mut *tx)
     .await?;
     tx.commit().await
+}
+
+/// The users of the batch `first + 1 ..= first + size`: user id = position.
+fn users(first: u64, size: u64) -> impl Iterator<Item = i64> {
+    (first + 1..=first + size).map(|n| i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// `verb` (`INSERT` or `INSERT IGNORE`) of one row per user, position = user
+/// id, accepted and issued now.
+fn insert_rows(verb: &str, coupon_id: i64, users: impl Iterator<Item = i64>) -> QueryBuilder<MySql> {
+    let now = Utc::now();
+    let mut insert = QueryBuilder::new(format!(
+        "{verb} INTO coupon_issues (coupon_id, user_id, position, accepted_at, issued_at) "
+    ));
+    insert.push_values(users, |mut row, n| {
+        row.push_bind(coupon_id)
+            .push_bind(n)
+            .push_bind(n)
+            .push_bind(now)
+            .push_bind(now);
+    });
+    insert
 }

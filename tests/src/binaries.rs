@@ -1,0 +1,245 @@
+//! The built `coupon-api` and `coupon-consumer` binaries as real processes of a
+//! test (so that `kill -9` and SIGTERM are real), with a clean environment, a
+//! log file each, and the consumer's operator subcommands run to completion.
+//! A binary that is missing or does not start fails the test with the reason
+//! and its log tail.
+
+use crate::child::{free_port, has_exited, kill9_child, log_tail, spawn_logged, TempDir};
+use crate::client::Client;
+use crate::spawn::{Env, ADMIN_TOKEN};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long `coupon-api` may take to answer `/healthz`.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Where the built binaries are: `COUPON_BIN_DIR`, else the workspace's
+/// `target/debug` (`cargo build --workspace --bins` runs before the tests).
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("COUPON_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"))
+}
+
+/// The path of a built binary; panics with what to run when it is missing.
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first (or set COUPON_BIN_DIR)",
+        path.display()
+    );
+    path
+}
+
+/// A command for a built binary with a clean environment: only what is given.
+fn binary_command(name: &str, env: &Env) -> Command {
+    let mut command = Command::new(binary(name));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("REDIS_URL", &env.redis_url)
+        .envs(env.redis_cluster_urls.iter().map(|urls| ("REDIS_CLUSTER_URLS", urls)))
+        .env("DATABASE_URL", &env.database_url);
+    command
+}
+
+/// A built binary running as a child process, logging to a file, with what the
+/// test knows of it besides (`R`: a consumer's name, an API's client), which
+/// it derefs to.
+pub struct BinProcess<R> {
+    pub label: String,
+    child: Child,
+    dir: TempDir,
+    role: R,
+}
+
+impl<R> BinProcess<R> {
+    fn start(label: &str, command: Command, role: R) -> Self {
+        let dir = TempDir::new(label);
+        let child = spawn_logged(command, &dir.path().join("out.log"));
+        Self {
+            label: label.to_string(),
+            child,
+            dir,
+            role,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("out.log")).unwrap_or_default()
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.dir.path().join("out.log"), lines)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        !has_exited(&mut self.child)
+    }
+
+    /// SIGKILL, and wait until it is gone.
+    pub fn kill9(&mut self) {
+        kill9_child(&mut self.child);
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the exit; returns the status
+    /// and how long the exit took. Panics (after SIGKILL) if it did not exit.
+    pub async fn sigterm(&mut self, within: Duration) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("running kill -TERM");
+        assert!(sent.success(), "kill -TERM {} failed", self.pid());
+        while started.elapsed() < within {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status, started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.kill9();
+        panic!(
+            "{} did not exit within {within:?} of SIGTERM\n{}",
+            self.label,
+            self.log_tail(30)
+        );
+    }
+}
+
+impl<R> std::ops::Deref for BinProcess<R> {
+    type Target = R;
+    fn deref(&self) -> &R {
+        &self.role
+    }
+}
+
+impl<R> Drop for BinProcess<R> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- {} log tail ---\n{}", self.label, self.log_tail(20));
+        }
+        self.kill9();
+    }
+}
+
+/// The consumer's tunables, as environment variables; short times for tests.
+#[derive(Clone, Debug)]
+pub struct ConsumerOptions {
+    pub batch_size: u32,
+    pub block_ms: u64,
+    pub claim_idle_ms: u64,
+    pub refresh_ms: u64,
+    pub max_deliveries: u64,
+    pub rust_log: String,
+    /// More variables, e.g. the OpenTelemetry exporter's.
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 32,
+            block_ms: 200,
+            claim_idle_ms: 1500,
+            refresh_ms: 200,
+            max_deliveries: 5,
+            rust_log: "info".into(),
+            extra_env: Vec::new(),
+        }
+    }
+}
+
+/// What a test knows of a `coupon-consumer` process besides its controls.
+pub struct Consumer {
+    /// Its name in the consumer group.
+    pub name: String,
+}
+
+/// A `coupon-consumer` process (see [`BinProcess`] for its controls).
+pub type ConsumerProcess = BinProcess<Consumer>;
+
+impl BinProcess<Consumer> {
+    pub fn spawn(env: &Env, name: &str, options: &ConsumerOptions) -> Self {
+        let mut command = binary_command("coupon-consumer", env);
+        command
+            .env("CONSUMER_NAME", name)
+            .env("METRICS_ADDR", "127.0.0.1:0")
+            .env("BATCH_SIZE", options.batch_size.to_string())
+            .env("BLOCK_MS", options.block_ms.to_string())
+            .env("CLAIM_IDLE_MS", options.claim_idle_ms.to_string())
+            .env("REFRESH_MS", options.refresh_ms.to_string())
+            .env("MAX_DELIVERIES", options.max_deliveries.to_string())
+            .env("RUST_LOG", &options.rust_log)
+            .envs(options.extra_env.iter().map(|(k, v)| (k, v)));
+        let role = Consumer { name: name.to_string() };
+        Self::start(&format!("consumer-{name}"), command, role)
+    }
+}
+
+/// Runs an operator subcommand of `coupon-consumer` (e.g. `list-dead-letters`)
+/// to completion against `env`.
+pub async fn consumer_command(env: &Env, args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::from(binary_command("coupon-consumer", env));
+    command.args(args).env("RUST_LOG", "warn").stdin(Stdio::null());
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("coupon-consumer {args:?} did not finish within 30 s"))
+        .unwrap_or_else(|e| panic!("running coupon-consumer {args:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "coupon-consumer {args:?} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// What a test knows of a `coupon-api` process besides its controls.
+pub struct Api {
+    /// A client of it, with the test admin token.
+    pub client: Client,
+}
+
+/// A `coupon-api` process on a free port (see [`BinProcess`] for its controls).
+pub type ApiProcess = BinProcess<Api>;
+
+impl BinProcess<Api> {
+    /// Starts it and waits until `/healthz` answers.
+    pub async fn spawn(env: &Env) -> Self {
+        Self::spawn_with(env, &[]).await
+    }
+
+    /// As [`ApiProcess::spawn`], with more variables (e.g. the OTLP exporter's).
+    pub async fn spawn_with(env: &Env, extra_env: &[(String, String)]) -> Self {
+        let port = free_port();
+        let mut command = binary_command("coupon-api", env);
+        command
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RUST_LOG", "info")
+            .envs(extra_env.iter().map(|(k, v)| (k, v)));
+        let client = Client::new(format!("http://127.0.0.1:{port}"), Some(ADMIN_TOKEN.into()));
+        let mut api = Self::start("api", command, Api { client });
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            assert!(api.is_running(), "coupon-api exited:\n{}", api.log_tail(30));
+            let health = api.client.http.get(format!("{}/healthz", api.client.base)).send().await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                crate::spawn::randomize_coupon_ids(&env.database_url).await;
+                return api;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "coupon-api did not answer /healthz within {START_DEADLINE:?}:\n{}",
+                api.log_tail(30)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
