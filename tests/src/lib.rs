@@ -10,7 +10,9 @@
 //! - [`cluster`]: a private three-master Redis Cluster with one replica.
 //! - [`servers`]: private `redis-server` / `mariadbd` processes for fault tests.
 //! - [`wait`]: polling for a condition with a deadline (never a bare sleep).
+//! - [`chaos`]: randomized fault schedules and the invariants they must keep.
 
+pub mod chaos;
 pub mod client;
 pub mod cluster;
 pub mod otlp;
