@@ -78,3 +78,12 @@ pub fn kill9_child(child: &mut Child) {
 pub fn has_exited(child: &mut Child) -> bool {
     !matches!(child.try_wait(), Ok(None))
 }
+
+/// Sends `signal` (`-STOP`, `-CONT`) to a process.
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}

@@ -13,8 +13,10 @@
 //! - [`child`]: what every child process needs: a directory, a port, a log.
 //! - [`wait`]: polling for a condition with a deadline (never a bare sleep).
 //! - [`checks`]: a sale's guarantees as assertions, on the `verify` crate.
+//! - [`chaos`]: randomized fault schedules and the invariants they must keep.
 
 pub mod binaries;
+pub mod chaos;
 pub mod checks;
 pub mod child;
 pub mod client;

@@ -20,9 +20,10 @@ mod sale;
 
 use integration_tests::binaries::{consumer_command, ApiProcess};
 use integration_tests::checks::assert_rows_match;
+use integration_tests::child::signal;
 use integration_tests::{keys, wait};
 use rand::seq::SliceRandom;
-use rig::{assert_running, event, inject, list_dead_letters, signal, wait_dead, Rig, SETTLE};
+use rig::{assert_running, event, inject, list_dead_letters, wait_dead, Rig, SETTLE};
 use sale::{at, evenly, sale, tally, timeline};
 use shared::IssueEvent;
 use std::collections::HashSet;

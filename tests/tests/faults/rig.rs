@@ -233,15 +233,6 @@ pub fn assert_running(consumers: &mut [ConsumerProcess]) {
     }
 }
 
-/// Sends `signal` (`-STOP`, `-CONT`) to a process.
-pub fn signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .expect("running kill");
-    assert!(status.success(), "kill {signal} {pid} failed");
-}
-
 /// A valid issue event of `user` for `coupon`, as if Redis had accepted it now.
 pub fn event(coupon: i64, user: i64) -> IssueEvent {
     IssueEvent {
