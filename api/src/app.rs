@@ -6,7 +6,6 @@ use shared::metrics::PrometheusHandle;
 use shared::redis_conn::RedisConn;
 use sqlx::MySqlPool;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Everything a handler needs; cheap to clone (all inside one `Arc`).
 #[derive(Clone)]
@@ -22,8 +21,8 @@ pub struct Inner {
     /// `None`: admin endpoints answer 403.
     pub admin_token: Option<String>,
     pub metrics: PrometheusHandle,
-    /// How long a request waits for another instance's rebuild.
-    pub rebuild_wait: Duration,
+    /// The coupon state rebuilds this process runs in the background.
+    pub rebuilds: crate::rebuild::Rebuilds,
 }
 
 impl std::ops::Deref for AppState {

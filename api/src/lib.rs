@@ -8,8 +8,9 @@
 //! - [`startup`]: `Application::build(config)` binds; `run_until(shutdown)` serves.
 //! - [`routes`]: the router, declared once per route, and one module per resource.
 //! - [`app`]: the shared state.
-//! - [`lookup`]: finding a coupon (memory → Redis → MySQL) and rebuilding or
-//!   publishing its Redis state.
+//! - [`lookup`]: finding a coupon (memory → Redis → MySQL).
+//! - [`rebuild`]: publishing a new coupon's Redis state, and rebuilding a lost
+//!   one from MySQL in the background, fenced by the commit lease.
 //! - [`script`]: the issue Lua script and its decisions.
 //! - [`store`]: creating coupons and the status query (neither on the issue path).
 //! - [`extract`]: JSON, path and admin-token extractors that answer with the API's errors.
@@ -25,6 +26,7 @@ pub mod extract;
 pub mod http_layer;
 pub mod lookup;
 pub mod openapi;
+pub mod rebuild;
 pub mod routes;
 pub mod script;
 pub mod startup;

@@ -27,10 +27,6 @@ use std::time::{Duration, Instant};
 const MISSING_TTL: Duration = Duration::from_secs(1);
 /// Bound on remembered missing ids, against a scan of random ids.
 const MISSING_MAX: usize = 100_000;
-/// How long a rebuild lock lives if its holder dies mid-way.
-const LOCK_TTL_MS: u64 = 30_000;
-/// Users added per SADD while refilling the set.
-const CHUNK: usize = 1_000;
 
 /// The coupon's metadata, from memory when possible. Only a coupon that Redis
 /// does not know costs a MySQL query, one at a time per process; if MySQL has
@@ -51,7 +47,7 @@ pub async fn coupon(app: &AppState, id: CouponId) -> Result<Arc<Cached>, ApiErro
         app.cache.mark_missing(id);
         return Err(ApiError::CouponNotFound);
     };
-    rebuild(app, &coupon).await?;
+    crate::rebuild::rebuild(app, &coupon).await?;
     Ok(app.cache.remember(coupon))
 }
 
@@ -144,93 +140,6 @@ async fn read_row(app: &AppState, id: CouponId) -> Result<Option<Coupon>, ApiErr
             .fetch_optional(&app.db)
             .await?;
     Ok(row.map(|row| row.with_id(id)))
-}
-
-/// Publishes a coupon MySQL just created. A new id can have no legitimate Redis
-/// state, so whatever Redis holds under it (left over from a database that was
-/// reset while Redis was not) is dropped first; it would otherwise count against
-/// the new coupon's quantity.
-pub async fn publish_new(app: &AppState, coupon: &Coupon) -> Result<(), ApiError> {
-    let keys = CouponKeys::new(coupon.id);
-    let _: () = app
-        .redis()
-        .del(&[&keys.meta, &keys.issued, &keys.events, &keys.dead, &keys.failed])
-        .await?;
-    rebuild(app, coupon).await
-}
-
-/// Rebuilds the coupon's Redis state from MySQL, once across all instances:
-/// the lock holder refills the set and then writes the metadata; the others wait
-/// until the metadata is back. Safe to repeat (SADD and HSET are idempotent).
-pub async fn rebuild(app: &AppState, coupon: &Coupon) -> Result<(), ApiError> {
-    let redis = &mut app.redis();
-    let keys = CouponKeys::new(coupon.id);
-    let token = format!(
-        "{}-{}",
-        std::process::id(),
-        Utc::now().timestamp_nanos_opt().unwrap_or_default()
-    );
-    let locked: Option<String> = redis::cmd("SET")
-        .arg(&keys.rebuild_lock)
-        .arg(&token)
-        .arg("NX")
-        .arg("PX")
-        .arg(LOCK_TTL_MS)
-        .query_async(redis)
-        .await?;
-    if locked.is_none() {
-        return wait_for_meta(redis, &keys, app.rebuild_wait).await;
-    }
-    let result = refill(app, redis, coupon, &keys).await;
-    // Release only our own lock: compare-and-delete in one step.
-    let _: Result<i64, _> = redis::Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-    )
-    .key(&keys.rebuild_lock)
-    .arg(&token)
-    .invoke_async(redis)
-    .await;
-    result
-}
-
-/// Every user MySQL holds an issue for goes back into the set, then the metadata.
-async fn refill(app: &AppState, redis: &mut RedisConn, coupon: &Coupon, keys: &CouponKeys) -> Result<(), ApiError> {
-    let users: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM coupon_issues WHERE coupon_id = ?")
-        .bind(coupon.id.get())
-        .fetch_all(&app.db)
-        .await?;
-    for chunk in users.chunks(CHUNK) {
-        let _: () = redis.sadd(&keys.issued, chunk).await?;
-    }
-    let _: () = redis::pipe()
-        .hset_multiple(
-            &keys.meta,
-            &[
-                ("name", coupon.name.clone()),
-                ("total_quantity", coupon.total_quantity.to_string()),
-                ("issue_start_ms", coupon.issue_start.timestamp_millis().to_string()),
-                ("issue_end_ms", coupon.issue_end.timestamp_millis().to_string()),
-            ],
-        )
-        .query_async(redis)
-        .await?;
-    metrics::counter!(shared::metrics::STATE_REBUILDS).increment(1);
-    tracing::info!(coupon = %coupon.id, restored_users = users.len(), "coupon state written to Redis from MySQL");
-    Ok(())
-}
-
-async fn wait_for_meta(redis: &mut RedisConn, keys: &CouponKeys, wait: Duration) -> Result<(), ApiError> {
-    let deadline = tokio::time::Instant::now() + wait;
-    while tokio::time::Instant::now() < deadline {
-        let present: bool = redis.exists(&keys.meta).await?;
-        if present {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Err(ApiError::Unavailable(
-        "the coupon's state is being rebuilt, retry shortly",
-    ))
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ impl Application {
             script: IssueScript::default(),
             admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
             metrics: shared::metrics::install(),
-            rebuild_wait: config.common.redis.timeout() * 2,
+            rebuilds: Default::default(),
         }));
         let addr = normalise(&config.listen_addr);
         let listener = TcpListener::bind(&addr)

@@ -21,6 +21,8 @@ pub struct CouponKeys {
     pub failed: String,
     /// Lock held by the one API instance that rebuilds the coupon's state.
     pub rebuild_lock: String,
+    /// SET the rebuild fills from MySQL before it installs it in one step.
+    pub rebuild_set: String,
 }
 
 impl CouponKeys {
@@ -33,6 +35,7 @@ impl CouponKeys {
             dead: format!("{tag}:dead"),
             failed: format!("{tag}:failed"),
             rebuild_lock: format!("{tag}:rebuild"),
+            rebuild_set: format!("{tag}:rebuild-set"),
         }
     }
 

@@ -3,8 +3,8 @@
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{AdminRejections, AdminToken, ApiJson, BodyRejections, CouponPath};
-use crate::lookup;
 use crate::store::{self, CouponDraft};
+use crate::{lookup, rebuild};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -83,7 +83,7 @@ pub async fn create(
     let coupon = store::insert_coupon(&app.db, new.validate()?).await?;
     // The coupon exists once MySQL has it; if Redis is down now, the first
     // request for it rebuilds its state, so a failure here is not the client's.
-    if let Err(err) = lookup::publish_new(&app, &coupon).await {
+    if let Err(err) = rebuild::publish_new(&mut app.redis(), &app.db, &coupon).await {
         tracing::warn!(coupon = %coupon.id, %err, "coupon created, Redis state deferred to first use");
     }
     let body = CouponBody::from(&coupon);
@@ -145,7 +145,7 @@ pub async fn get(State(app): State<AppState>, CouponPath(id): CouponPath) -> Res
         .query_async(&mut redis)
         .await?;
     if !meta_present {
-        lookup::rebuild(&app, &coupon).await?;
+        rebuild::rebuild(&app, &coupon).await?;
         issued = redis.scard(&keys.issued).await?;
     }
     Ok(Json(CouponWithCounts {

@@ -4,9 +4,9 @@
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, BodyRejections, CouponPath, IssuePath};
-use crate::lookup;
 use crate::script::Decision;
 use crate::store;
+use crate::{lookup, rebuild};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -98,7 +98,7 @@ async fn decide(
     let mut redis = app.redis();
     let mut decision = app.script.run(&mut redis, keys, request.user_id, &event).await?;
     if decision == Decision::StateMissing {
-        lookup::rebuild(app, &coupon).await?;
+        rebuild::rebuild(app, &coupon).await?;
         decision = app.script.run(&mut redis, keys, request.user_id, &event).await?;
     }
     match decision {

@@ -1,0 +1,236 @@
+//! Writing a coupon's Redis state from MySQL: publishing a coupon just created,
+//! and rebuilding one whose state Redis lost (docs/GUARANTEES.md, guarantee 4).
+//!
+//! Both end in one atomic step, `lua/install.lua`, that writes the metadata the
+//! issue script needs and the issued set, unless the same MySQL row (its
+//! *incarnation*) is installed already: an instance that got there first may be
+//! accepting users, and nothing it holds is touched.
+//!
+//! A rebuild runs in a task of its own, one per coupon per process, so that no
+//! request deadline can cancel it half-way; requests wait for it up to their own
+//! deadline. Across instances one holds the coupon's rebuild lock (renewed while
+//! it works); the others wait for the metadata. Before reading MySQL the holder
+//! waits out the commit lease ([`shared::lease`]), so a consumer's batch read
+//! before Redis lost its data is either in MySQL by then or never committed.
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use redis::AsyncCommands;
+use shared::lease::COMMIT_LEASE;
+use shared::redis_conn::RedisConn;
+use shared::{Coupon, CouponId, CouponKeys};
+use sqlx::MySqlPool;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long a rebuild lock lives if its holder dies; renewed every third of it.
+const LOCK_TTL: Duration = Duration::from_secs(10);
+/// Added to the commit lease: the two sides' monotonic clocks may run at
+/// slightly different rates, and the loss happened before the rebuild started.
+const LEASE_MARGIN: Duration = Duration::from_millis(500);
+/// How long a task waits for another instance's rebuild before it gives up
+/// (a later request starts it again).
+const GIVE_UP: Duration = Duration::from_secs(120);
+/// Users added per SADD while filling the set.
+const CHUNK: usize = 5_000;
+
+/// Why the state is written: the install script treats leftovers differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// A coupon MySQL just created: whatever Redis holds under its id is stale.
+    New,
+    /// Redis lost the coupon's metadata: MySQL's users join the set.
+    Rebuild,
+}
+
+impl Mode {
+    fn arg(self) -> &'static str {
+        match self {
+            Mode::New => "new",
+            Mode::Rebuild => "rebuild",
+        }
+    }
+}
+
+/// The rebuilds this process runs, by coupon; a receiver turns `true` when done.
+#[derive(Default)]
+pub struct Rebuilds(Mutex<HashMap<CouponId, watch::Receiver<bool>>>);
+
+/// Publishes a coupon MySQL just created. Another instance may have been asked
+/// for the new id first and rebuilt it (and be accepting users): then this
+/// changes nothing.
+pub async fn publish_new(redis: &mut RedisConn, db: &MySqlPool, coupon: &Coupon) -> Result<(), ApiError> {
+    let incarnation = incarnation(db, coupon.id).await?;
+    install(redis, coupon, incarnation, Mode::New).await
+}
+
+/// Makes sure the coupon's Redis state is rebuilt from MySQL (starting the
+/// rebuild if this process is not running one) and waits until it is done. The
+/// caller's deadline bounds the wait, never the rebuild.
+pub async fn rebuild(app: &AppState, coupon: &Coupon) -> Result<(), ApiError> {
+    let mut done = {
+        let mut running = app.rebuilds.0.lock().unwrap_or_else(|e| e.into_inner());
+        match running.get(&coupon.id) {
+            Some(done) if !*done.borrow() => done.clone(),
+            _ => {
+                let (tx, rx) = watch::channel(false);
+                running.insert(coupon.id, rx.clone());
+                tokio::spawn(run(app.clone(), coupon.clone(), tx));
+                rx
+            }
+        }
+    };
+    // A dropped sender (the task panicked) also ends the wait; the caller's
+    // script call then tells whether the state is there.
+    let _ = done.wait_for(|finished| *finished).await;
+    Ok(())
+}
+
+/// The task: rebuild under the lock, or wait for the instance that holds it.
+async fn run(app: AppState, coupon: Coupon, done: watch::Sender<bool>) {
+    let keys = CouponKeys::new(coupon.id);
+    let deadline = tokio::time::Instant::now() + GIVE_UP;
+    let mut redis = app.redis();
+    while tokio::time::Instant::now() < deadline {
+        match attempt(&app, &mut redis, &coupon, &keys).await {
+            Ok(true) => break,
+            Ok(false) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(err) => {
+                tracing::warn!(coupon = %coupon.id, %err, "rebuilding the coupon's Redis state failed, retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    app.rebuilds
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&coupon.id);
+    let _ = done.send(true);
+}
+
+/// One step: `true` once the metadata is there (written by us or another
+/// instance), `false` while another instance holds the lock.
+async fn attempt(app: &AppState, redis: &mut RedisConn, coupon: &Coupon, keys: &CouponKeys) -> Result<bool, ApiError> {
+    if redis.exists(&keys.meta).await? {
+        return Ok(true);
+    }
+    // Unique enough among instances: pid plus the current nanosecond.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let token = format!("{}-{nanos}", std::process::id());
+    let locked: Option<String> = redis::cmd("SET")
+        .arg(&keys.rebuild_lock)
+        .arg(&token)
+        .arg("NX")
+        .arg("PX")
+        .arg(LOCK_TTL.as_millis() as u64)
+        .query_async(redis)
+        .await?;
+    if locked.is_none() {
+        return Ok(false);
+    }
+    let renewal = tokio::spawn(renew(redis.clone(), keys.rebuild_lock.clone(), token.clone()));
+    let result = refill(app, redis, coupon, keys).await;
+    renewal.abort();
+    let _: Result<i64, _> = LockScript::release()
+        .key(&keys.rebuild_lock)
+        .arg(&token)
+        .invoke_async(redis)
+        .await;
+    result.map(|()| true)
+}
+
+/// Waits out the commit lease, reads MySQL's users under the coupon row's lock
+/// and installs them with the metadata.
+async fn refill(app: &AppState, redis: &mut RedisConn, coupon: &Coupon, keys: &CouponKeys) -> Result<(), ApiError> {
+    tokio::time::sleep(COMMIT_LEASE + LEASE_MARGIN).await;
+    let mut tx = app.db.begin().await?;
+    let incarnation: i64 = sqlx::query_scalar(
+        "SELECT CAST(UNIX_TIMESTAMP(created_at) * 1000 AS SIGNED) FROM coupons WHERE id = ? FOR UPDATE",
+    )
+    .bind(coupon.id.get())
+    .fetch_one(&mut *tx)
+    .await?;
+    let users: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM coupon_issues WHERE coupon_id = ?")
+        .bind(coupon.id.get())
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let _: () = redis.del(&keys.rebuild_set).await?;
+    for chunk in users.chunks(CHUNK) {
+        let _: () = redis.sadd(&keys.rebuild_set, chunk).await?;
+    }
+    install(redis, coupon, incarnation, Mode::Rebuild).await?;
+    metrics::counter!(shared::metrics::STATE_REBUILDS).increment(1);
+    tracing::info!(coupon = %coupon.id, restored_users = users.len(), "coupon state written to Redis from MySQL");
+    Ok(())
+}
+
+/// The row's incarnation: when it was created, in ms (a database that was reset
+/// hands the same id out again, never with the same creation time).
+async fn incarnation(db: &MySqlPool, id: CouponId) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT CAST(UNIX_TIMESTAMP(created_at) * 1000 AS SIGNED) FROM coupons WHERE id = ?")
+        .bind(id.get())
+        .fetch_one(db)
+        .await
+}
+
+async fn install(redis: &mut RedisConn, coupon: &Coupon, incarnation: i64, mode: Mode) -> Result<(), ApiError> {
+    let keys = CouponKeys::new(coupon.id);
+    let _: i64 = redis::Script::new(INSTALL)
+        .key(&keys.meta)
+        .key(&keys.issued)
+        .key(&keys.rebuild_set)
+        .key(&keys.events)
+        .key(&keys.dead)
+        .key(&keys.failed)
+        .arg(incarnation)
+        .arg(&coupon.name)
+        .arg(coupon.total_quantity)
+        .arg(coupon.issue_start.timestamp_millis())
+        .arg(coupon.issue_end.timestamp_millis())
+        .arg(mode.arg())
+        .invoke_async(redis)
+        .await?;
+    Ok(())
+}
+
+/// Extends our lock every third of its life until aborted.
+async fn renew(mut redis: RedisConn, lock: String, token: String) {
+    loop {
+        tokio::time::sleep(LOCK_TTL / 3).await;
+        let renewed: Result<i64, _> = LockScript::renew()
+            .key(&lock)
+            .arg(&token)
+            .arg(LOCK_TTL.as_millis() as u64)
+            .invoke_async(&mut redis)
+            .await;
+        if !matches!(renewed, Ok(1)) {
+            tracing::warn!(%lock, "could not renew the rebuild lock");
+        }
+    }
+}
+
+const INSTALL: &str = include_str!("../../lua/install.lua");
+
+/// Compare-and-act on our own lock only.
+struct LockScript;
+
+impl LockScript {
+    fn release() -> redis::Script {
+        redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        )
+    }
+
+    fn renew() -> redis::Script {
+        redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0",
+        )
+    }
+}
