@@ -43,7 +43,7 @@ fn router(admin_token: Option<&str>) -> Router {
         script: IssueScript::default(),
         admin_token: admin_token.map(String::from),
         metrics: shared::metrics::install(),
-        rebuild_wait: Duration::from_millis(100),
+        rebuilds: Default::default(),
     }));
     api::routes::router(state, Duration::from_secs(3))
 }
