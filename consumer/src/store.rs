@@ -3,9 +3,11 @@
 //! inserted, never past `total_quantity` (guarantee 4 holds here even if Redis
 //! forgot everything).
 
+use crate::worker::Lease;
 use chrono::{DateTime, Utc};
 use shared::{CouponId, IssueEvent};
 use sqlx::{MySqlPool, QueryBuilder};
+use std::borrow::Borrow;
 use std::collections::HashSet;
 
 /// How long after its issue period a coupon's stream is still read: entries
@@ -41,6 +43,17 @@ impl Refusal {
     }
 }
 
+/// Why a batch's transaction did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("mysql: {0}")]
+    Mysql(#[from] sqlx::Error),
+    /// Its entries were last confirmed pending `COMMIT_LEASE` ago or more when
+    /// it held the coupon row: it rolled back (see `shared::lease`).
+    #[error("the batch's commit lease ran out before it could commit")]
+    LeaseExpired,
+}
+
 /// What one transaction did with a coupon's events.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Written {
@@ -54,15 +67,25 @@ pub struct Written {
 
 /// Writes `events` (all of `coupon`) in one transaction. The coupon's row is
 /// locked first, so concurrent consumers of one coupon serialise here and the
-/// room left is exact.
+/// room left is exact; then, holding it, the batch's `lease` is checked: an
+/// expired one rolls back (a rebuild may have read MySQL without these rows).
 #[tracing::instrument(name = "INSERT coupon_issues", skip_all, fields(db.system.name = "mysql", db.system = "mysql", db.operation.name = "INSERT", db.collection.name = "coupon_issues", otel.kind = "client", coupon = %coupon, events = events.len()))]
-pub async fn write_issues(db: &MySqlPool, coupon: CouponId, events: &[IssueEvent]) -> Result<Written, sqlx::Error> {
+pub async fn write_issues<E: Borrow<IssueEvent>>(
+    db: &MySqlPool,
+    coupon: CouponId,
+    events: &[E],
+    lease: &Lease<'_>,
+) -> Result<Written, WriteError> {
     let mut tx = db.begin().await?;
     let row: Option<(i64, i64)> =
         sqlx::query_as("SELECT total_quantity, issued_quantity FROM coupons WHERE id = ? FOR UPDATE")
             .bind(coupon.get())
             .fetch_optional(&mut *tx)
             .await?;
+    if !lease.holds() {
+        tx.rollback().await?;
+        return Err(WriteError::LeaseExpired);
+    }
     let Some((total, issued)) = row else {
         return Ok(Written {
             refused: (0..events.len()).map(|i| (i, Refusal::CouponNotFound)).collect(),
@@ -89,7 +112,7 @@ pub async fn write_issues(db: &MySqlPool, coupon: CouponId, events: &[IssueEvent
         let mut insert = QueryBuilder::new(
             "INSERT IGNORE INTO coupon_issues (coupon_id, user_id, position, accepted_at, issued_at) ",
         );
-        insert.push_values(plan.insert.iter().map(|&i| &events[i]), |mut row, event| {
+        insert.push_values(plan.insert.iter().map(|&i| events[i].borrow()), |mut row, event| {
             let accepted_at = DateTime::<Utc>::from_timestamp_millis(event.accepted_at_ms).unwrap_or(now);
             row.push_bind(coupon.get())
                 .push_bind(event.user_id.get())
@@ -109,26 +132,23 @@ pub async fn write_issues(db: &MySqlPool, coupon: CouponId, events: &[IssueEvent
             .await?;
         if raised.rows_affected() != 1 {
             // Impossible while the row lock holds; refuse to commit rather than drift.
-            return Err(sqlx::Error::Protocol("issued_quantity guard refused the update".into()));
+            return Err(sqlx::Error::Protocol("issued_quantity guard refused the update".into()).into());
         }
     }
     tx.commit().await?;
     Ok(written)
 }
 
-async fn existing_users(
+async fn existing_users<E: Borrow<IssueEvent>>(
     tx: &mut sqlx::MySqlConnection,
     coupon: CouponId,
-    events: &[IssueEvent],
+    events: &[E],
 ) -> Result<HashSet<i64>, sqlx::Error> {
-    let mut select = QueryBuilder::new("SELECT user_id FROM coupon_issues WHERE coupon_id = ");
-    select.push_bind(coupon.get()).push(" AND user_id IN (");
-    let mut users = select.separated(", ");
-    for event in events {
-        users.push_bind(event.user_id.get());
-    }
-    select.push(")");
-    let rows: Vec<i64> = select.build_query_scalar().fetch_all(tx).await?;
+    let users: Vec<i64> = events.iter().map(|e| e.borrow().user_id.get()).collect();
+    let rows: Vec<i64> = select_users(coupon, Some(&users))
+        .build_query_scalar()
+        .fetch_all(tx)
+        .await?;
     Ok(rows.into_iter().collect())
 }
 
@@ -142,14 +162,14 @@ pub struct Plan {
 
 /// Decides per event, in position order so that if the quantity no longer fits
 /// (only possible after Redis lost state) the earliest accepted keep their rows.
-pub fn plan(events: &[IssueEvent], existing: &HashSet<i64>, room: i64) -> Plan {
+pub fn plan<E: Borrow<IssueEvent>>(events: &[E], existing: &HashSet<i64>, room: i64) -> Plan {
     let mut order: Vec<usize> = (0..events.len()).collect();
-    order.sort_by_key(|&i| events[i].position);
+    order.sort_by_key(|&i| events[i].borrow().position);
     let mut seen = HashSet::new();
     let mut plan = Plan::default();
     let mut room = room.max(0);
     for i in order {
-        let user = events[i].user_id.get();
+        let user = events[i].borrow().user_id.get();
         if existing.contains(&user) || !seen.insert(user) {
             plan.duplicates += 1;
         } else if room > 0 {
@@ -160,6 +180,35 @@ pub fn plan(events: &[IssueEvent], existing: &HashSet<i64>, room: i64) -> Plan {
         }
     }
     plan
+}
+
+/// The users with a row for `coupon`: those of `users`, or all when `None`.
+pub async fn users_with_rows(
+    db: &MySqlPool,
+    coupon: CouponId,
+    users: Option<&[i64]>,
+) -> Result<HashSet<i64>, sqlx::Error> {
+    if users.is_some_and(<[i64]>::is_empty) {
+        return Ok(HashSet::new());
+    }
+    let rows: Vec<i64> = select_users(coupon, users).build_query_scalar().fetch_all(db).await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// `SELECT user_id` of `coupon`'s rows, only those of `users` when given
+/// (never empty: `IN ()` is a syntax error).
+fn select_users(coupon: CouponId, users: Option<&[i64]>) -> QueryBuilder<sqlx::MySql> {
+    let mut select = QueryBuilder::new("SELECT user_id FROM coupon_issues WHERE coupon_id = ");
+    select.push_bind(coupon.get());
+    if let Some(users) = users {
+        select.push(" AND user_id IN (");
+        let mut list = select.separated(", ");
+        for user in users {
+            list.push_bind(*user);
+        }
+        select.push(")");
+    }
+    select
 }
 
 #[cfg(test)]

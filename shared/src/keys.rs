@@ -21,6 +21,10 @@ pub struct CouponKeys {
     pub failed: String,
     /// Lock held by the one API instance that rebuilds the coupon's state.
     pub rebuild_lock: String,
+    /// HASH entry id -> attempts at an entry of the events stream delivered
+    /// more than `MAX_DELIVERIES` times, each made alone (the consumer's
+    /// isolation of a possible poison entry); deleted once it is acked or buried.
+    pub attempts: String,
 }
 
 impl CouponKeys {
@@ -33,6 +37,7 @@ impl CouponKeys {
             dead: format!("{tag}:dead"),
             failed: format!("{tag}:failed"),
             rebuild_lock: format!("{tag}:rebuild"),
+            attempts: format!("{tag}:attempts"),
         }
     }
 

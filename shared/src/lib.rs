@@ -4,6 +4,7 @@
 //! - [`ids`]: `CouponId` and `UserId`, parsed, never out of range.
 //! - [`coupon`]: the coupon's metadata and its issue period.
 //! - [`keys`]: every Redis key name, with the per-coupon hash tag.
+//! - [`lease`]: the commit lease between a consumer's batch and a rebuild.
 //! - [`event`]: the issue event carried by the stream (MessagePack).
 //! - [`config`]: configuration shared by both binaries (env + flags).
 //! - [`db`]: MySQL pool, database creation and migrations.
@@ -18,6 +19,7 @@ pub mod db;
 pub mod event;
 pub mod ids;
 pub mod keys;
+pub mod lease;
 pub mod metrics;
 pub mod redis_conn;
 pub mod shutdown;
