@@ -251,3 +251,38 @@ pub async fn replay(conn: &mut RedisConn, coupon: CouponId, only: Option<&str>) 
     }
     Ok(replayed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_reads_as_its_metric_label_with_any_detail_after_a_colon() {
+        let coupon = |id| CouponId::new(id).unwrap();
+        let cases = [
+            (
+                DeadReason::Undecodable("no `ev` field".into()),
+                "undecodable: no `ev` field",
+            ),
+            (
+                DeadReason::WrongStream {
+                    event_coupon: coupon(2),
+                    stream_coupon: coupon(1),
+                },
+                "wrong_stream: event of coupon 2 in stream of coupon 1",
+            ),
+            (DeadReason::from(Refusal::QuantityExceeded), "quantity_exceeded"),
+            (DeadReason::from(Refusal::CouponNotFound), "coupon_not_found"),
+            (
+                DeadReason::TooManyAttempts { attempts: 6 },
+                "too_many_attempts: tried alone 6 times",
+            ),
+            (DeadReason::LostWithRedisState, "lost_with_redis_state"),
+            (DeadReason::EventDeleted, "event_deleted"),
+        ];
+        for (reason, text) in cases {
+            assert_eq!(reason.to_string(), text);
+            assert!(text.starts_with(reason.label()), "{text}");
+        }
+    }
+}

@@ -25,22 +25,14 @@ pub async fn active_coupons(db: &MySqlPool) -> Result<Vec<CouponId>, sqlx::Error
     Ok(ids.into_iter().filter_map(|id| CouponId::new(id).ok()).collect())
 }
 
-/// Why an event can never be written; it goes to the dead-letter stream.
+/// Why an event can never be written; it goes to the dead-letter stream (as a
+/// `dead_letter::DeadReason`, which names it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// MySQL already holds `total_quantity` rows for the coupon.
     QuantityExceeded,
     /// MySQL has no such coupon.
     CouponNotFound,
-}
-
-impl Refusal {
-    pub fn reason(self) -> &'static str {
-        match self {
-            Refusal::QuantityExceeded => "quantity_exceeded",
-            Refusal::CouponNotFound => "coupon_not_found",
-        }
-    }
 }
 
 /// Why a batch's transaction did not commit.
