@@ -4,52 +4,176 @@
 //! Moving an entry there, marking its user `failed` and acking the original are
 //! one MULTI on one slot: an entry is never both dead and pending, nor lost.
 
+use crate::store::Refusal;
 use crate::streams::{Entry, Member};
 use redis::streams::StreamRangeReply;
 use redis::{RedisResult, Value};
 use serde::Serialize;
 use shared::event::{FIELD_EVENT, FIELD_POSITION};
 use shared::redis_conn::RedisConn;
-use shared::{CouponId, CouponKeys, UserId};
+use shared::{CouponId, CouponKeys, IssueEvent, UserId};
+use std::fmt;
+
+/// Why an accepted request was given up on. The variant names the metric label
+/// (a bounded set); the text stored with the letter, and shown as the user's
+/// `reason`, is the label with any detail after a colon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeadReason {
+    /// The entry is not a valid issue event (why, from the decoder).
+    Undecodable(String),
+    /// A valid event of another coupon, found in this coupon's stream.
+    WrongStream {
+        event_coupon: CouponId,
+        stream_coupon: CouponId,
+    },
+    /// MySQL already holds `total_quantity` rows for the coupon.
+    QuantityExceeded,
+    /// MySQL has no such coupon.
+    CouponNotFound,
+    /// `accepted_at_ms` is no time a MySQL `DATETIME` can hold.
+    InvalidAcceptedAt,
+    /// Delivered more than `MAX_DELIVERIES` times and then tried alone this
+    /// many times, each ended by a crash or a stall: a poison entry.
+    TooManyAttempts { attempts: u64 },
+    /// Held uncommitted past its commit lease while Redis lost its data (its
+    /// group and pending list are gone): writing it now could go behind the back
+    /// of the rebuild of the coupon's state (see `shared::lease`).
+    LostWithRedisState,
+    /// Its entry was deleted from the stream (XDEL, a MAXLEN trim) before any
+    /// consumer wrote it; found by reconciling the coupon's users.
+    EventDeleted,
+}
+
+impl DeadReason {
+    /// The metric label and the first word of the stored reason.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DeadReason::Undecodable(_) => "undecodable",
+            DeadReason::WrongStream { .. } => "wrong_stream",
+            DeadReason::QuantityExceeded => "quantity_exceeded",
+            DeadReason::CouponNotFound => "coupon_not_found",
+            DeadReason::InvalidAcceptedAt => "invalid_accepted_at",
+            DeadReason::TooManyAttempts { .. } => "too_many_attempts",
+            DeadReason::LostWithRedisState => "lost_with_redis_state",
+            DeadReason::EventDeleted => "event_deleted",
+        }
+    }
+}
+
+impl fmt::Display for DeadReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())?;
+        match self {
+            DeadReason::Undecodable(why) => write!(f, ": {why}"),
+            DeadReason::WrongStream {
+                event_coupon,
+                stream_coupon,
+            } => write!(
+                f,
+                ": event of coupon {event_coupon} in stream of coupon {stream_coupon}"
+            ),
+            DeadReason::TooManyAttempts { attempts } => write!(f, ": tried alone {attempts} times"),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl From<Refusal> for DeadReason {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::QuantityExceeded => DeadReason::QuantityExceeded,
+            Refusal::CouponNotFound => DeadReason::CouponNotFound,
+            Refusal::InvalidAcceptedAt => DeadReason::InvalidAcceptedAt,
+        }
+    }
+}
 
 /// Moves `entry` to its coupon's dead-letter stream with `reason`, records the
-/// user (when known) as failed, and acks the original entry.
+/// user (when known) as failed, forgets its isolated attempts and acks the
+/// original entry.
 pub async fn bury(
     conn: &mut RedisConn,
     member: &Member,
     coupon: CouponId,
     entry: &Entry,
     user: Option<UserId>,
-    reason: &str,
+    reason: &DeadReason,
 ) -> RedisResult<()> {
     let keys = CouponKeys::new(coupon);
+    let text = reason.to_string();
     let mut pipe = redis::pipe();
     pipe.atomic();
-    // A field the entry lacks is kept empty: the reason says what was wrong.
-    let (payload, position) = (entry.payload.as_deref(), entry.position.as_deref());
-    xadd_event(
+    add_letter(
         &mut pipe,
-        &keys.dead,
-        payload.unwrap_or_default(),
-        position.unwrap_or_default(),
-    )
-    .arg("reason")
-    .arg(reason)
-    .arg("source_id")
-    .arg(&entry.id)
-    .ignore();
+        &keys,
+        entry.payload.as_deref(),
+        entry.position.as_deref(),
+        &text,
+        &entry.id,
+    );
     if let Some(user) = user {
-        pipe.hset(&keys.failed, user.get(), reason).ignore();
+        pipe.hset(&keys.failed, user.get(), &text).ignore();
     }
+    pipe.hdel(&keys.attempts, &entry.id).ignore();
     pipe.cmd("XACK")
         .arg(&entry.stream)
         .arg(&member.group)
         .arg(&entry.id)
         .ignore();
     let () = pipe.query_async(conn).await?;
-    metrics::counter!(shared::metrics::DEAD_LETTERS, "reason" => reason.split(':').next().unwrap_or(reason).to_string()).increment(1);
-    tracing::warn!(%coupon, entry = %entry.id, user = ?user.map(UserId::get), reason, "entry moved to the dead-letter stream");
+    counted(reason);
+    tracing::warn!(%coupon, entry = %entry.id, user = ?user.map(UserId::get), reason = %text, "entry moved to the dead-letter stream");
     Ok(())
+}
+
+/// Records `user` of `coupon` as failed with `reason` and a dead letter, when
+/// no entry is left to bury (it was deleted). The letter's event carries what is
+/// known (coupon and user); its position is unknown, so a replay of it is
+/// buried again as undecodable.
+pub async fn bury_user(conn: &mut RedisConn, coupon: CouponId, user: UserId, reason: &DeadReason) -> RedisResult<()> {
+    let keys = CouponKeys::new(coupon);
+    let text = reason.to_string();
+    let event = IssueEvent {
+        coupon_id: coupon,
+        user_id: user,
+        accepted_at_ms: 0,
+        position: 0,
+        trace: Default::default(),
+    };
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    add_letter(&mut pipe, &keys, Some(&event.encode()), None, &text, "");
+    pipe.hset(&keys.failed, user.get(), &text).ignore();
+    let () = pipe.query_async(conn).await?;
+    counted(reason);
+    tracing::warn!(%coupon, user = user.get(), reason = %text, "accepted user recorded as failed");
+    Ok(())
+}
+
+fn add_letter(
+    pipe: &mut redis::Pipeline,
+    keys: &CouponKeys,
+    event: Option<&[u8]>,
+    position: Option<&[u8]>,
+    reason: &str,
+    source_id: &str,
+) {
+    pipe.cmd("XADD")
+        .arg(&keys.dead)
+        .arg("*")
+        .arg(FIELD_EVENT)
+        .arg(event.unwrap_or_default())
+        .arg(FIELD_POSITION)
+        .arg(position.unwrap_or_default())
+        .arg("reason")
+        .arg(reason)
+        .arg("source_id")
+        .arg(source_id)
+        .ignore();
+}
+
+fn counted(reason: &DeadReason) {
+    metrics::counter!(shared::metrics::DEAD_LETTERS, "reason" => reason.label()).increment(1);
 }
 
 /// One dead letter, as the operator sees it.
@@ -139,4 +263,40 @@ fn xadd_event<'a>(
         .arg(payload)
         .arg(FIELD_POSITION)
         .arg(position)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_reads_as_its_metric_label_with_any_detail_after_a_colon() {
+        let coupon = |id| CouponId::new(id).unwrap();
+        let cases = [
+            (
+                DeadReason::Undecodable("no `ev` field".into()),
+                "undecodable: no `ev` field",
+            ),
+            (
+                DeadReason::WrongStream {
+                    event_coupon: coupon(2),
+                    stream_coupon: coupon(1),
+                },
+                "wrong_stream: event of coupon 2 in stream of coupon 1",
+            ),
+            (DeadReason::from(Refusal::QuantityExceeded), "quantity_exceeded"),
+            (DeadReason::from(Refusal::CouponNotFound), "coupon_not_found"),
+            (DeadReason::from(Refusal::InvalidAcceptedAt), "invalid_accepted_at"),
+            (
+                DeadReason::TooManyAttempts { attempts: 6 },
+                "too_many_attempts: tried alone 6 times",
+            ),
+            (DeadReason::LostWithRedisState, "lost_with_redis_state"),
+            (DeadReason::EventDeleted, "event_deleted"),
+        ];
+        for (reason, text) in cases {
+            assert_eq!(reason.to_string(), text);
+            assert!(text.starts_with(reason.label()), "{text}");
+        }
+    }
 }

@@ -3,9 +3,11 @@
 //! inserted, never past `total_quantity` (guarantee 4 of docs/GUARANTEES.md
 //! holds here even if Redis forgot everything).
 
+use crate::worker::Lease;
 use chrono::{DateTime, Datelike, Utc};
 use shared::{CouponId, IssueEvent};
 use sqlx::{MySqlPool, QueryBuilder};
+use std::borrow::Borrow;
 use std::collections::HashSet;
 
 /// How long after its issue period a coupon's stream is still read: entries
@@ -34,7 +36,8 @@ pub async fn active_coupons(db: &MySqlPool) -> Result<Vec<CouponId>, sqlx::Error
         .collect())
 }
 
-/// Why an event can never be written; it goes to the dead-letter stream.
+/// Why an event can never be written; it goes to the dead-letter stream (as a
+/// `dead_letter::DeadReason`, which names it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// MySQL already holds `total_quantity` rows for the coupon.
@@ -45,14 +48,15 @@ pub enum Refusal {
     InvalidAcceptedAt,
 }
 
-impl Refusal {
-    pub fn reason(self) -> &'static str {
-        match self {
-            Refusal::QuantityExceeded => "quantity_exceeded",
-            Refusal::CouponNotFound => "coupon_not_found",
-            Refusal::InvalidAcceptedAt => "invalid_accepted_at",
-        }
-    }
+/// Why a batch's transaction did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("mysql: {0}")]
+    Mysql(#[from] sqlx::Error),
+    /// Its entries were last confirmed pending `COMMIT_LEASE` ago or more when
+    /// it held the coupon row: it rolled back (see `shared::lease`).
+    #[error("the batch's commit lease ran out before it could commit")]
+    LeaseExpired,
 }
 
 /// What one transaction did with a coupon's events.
@@ -68,15 +72,25 @@ pub struct Written {
 
 /// Writes `events` (all of `coupon`) in one transaction. The coupon's row is
 /// locked first, so concurrent consumers of one coupon serialise here and the
-/// room left is exact.
+/// room left is exact; then, holding it, the batch's `lease` is checked: an
+/// expired one rolls back (a rebuild may have read MySQL without these rows).
 #[tracing::instrument(name = "INSERT coupon_issues", skip_all, fields(db.system.name = "mysql", db.system = "mysql", db.operation.name = "INSERT", db.collection.name = "coupon_issues", otel.kind = "client", coupon = %coupon, events = events.len()))]
-pub async fn write_issues(db: &MySqlPool, coupon: CouponId, events: &[IssueEvent]) -> Result<Written, sqlx::Error> {
+pub async fn write_issues<E: Borrow<IssueEvent>>(
+    db: &MySqlPool,
+    coupon: CouponId,
+    events: &[E],
+    lease: &Lease<'_>,
+) -> Result<Written, WriteError> {
     let mut tx = db.begin().await?;
     let row: Option<(i64, i64)> =
         sqlx::query_as("SELECT total_quantity, issued_quantity FROM coupons WHERE id = ? FOR UPDATE")
             .bind(coupon.get())
             .fetch_optional(&mut *tx)
             .await?;
+    if !lease.holds() {
+        tx.rollback().await?;
+        return Err(WriteError::LeaseExpired);
+    }
     let Some((total, issued)) = row else {
         return Ok(Written {
             refused: (0..events.len()).map(|i| (i, Refusal::CouponNotFound)).collect(),
@@ -103,7 +117,7 @@ pub async fn write_issues(db: &MySqlPool, coupon: CouponId, events: &[IssueEvent
         let mut insert = QueryBuilder::new(
             "INSERT IGNORE INTO coupon_issues (coupon_id, user_id, position, accepted_at, issued_at) ",
         );
-        insert.push_values(plan.insert.iter().map(|&i| &events[i]), |mut row, event| {
+        insert.push_values(plan.insert.iter().map(|&i| events[i].borrow()), |mut row, event| {
             #[allow(clippy::expect_used)]
             let accepted_at = accepted_at(event).expect("plan() refuses every event without a valid accepted_at");
             row.push_bind(coupon.get())
@@ -124,26 +138,23 @@ pub async fn write_issues(db: &MySqlPool, coupon: CouponId, events: &[IssueEvent
             .await?;
         if raised.rows_affected() != 1 {
             // Impossible while the row lock holds; refuse to commit rather than drift.
-            return Err(sqlx::Error::Protocol("issued_quantity guard refused the update".into()));
+            return Err(sqlx::Error::Protocol("issued_quantity guard refused the update".into()).into());
         }
     }
     tx.commit().await?;
     Ok(written)
 }
 
-async fn existing_users(
+async fn existing_users<E: Borrow<IssueEvent>>(
     tx: &mut sqlx::MySqlConnection,
     coupon: CouponId,
-    events: &[IssueEvent],
+    events: &[E],
 ) -> Result<HashSet<i64>, sqlx::Error> {
-    let mut select = QueryBuilder::new("SELECT user_id FROM coupon_issues WHERE coupon_id = ");
-    select.push_bind(coupon.get()).push(" AND user_id IN (");
-    let mut users = select.separated(", ");
-    for event in events {
-        users.push_bind(event.user_id.get());
-    }
-    select.push(")");
-    let rows: Vec<i64> = select.build_query_scalar().fetch_all(tx).await?;
+    let users: Vec<i64> = events.iter().map(|e| e.borrow().user_id.get()).collect();
+    let rows: Vec<i64> = select_users(coupon, Some(&users))
+        .build_query_scalar()
+        .fetch_all(tx)
+        .await?;
     Ok(rows.into_iter().collect())
 }
 
@@ -165,15 +176,15 @@ pub struct Plan {
 /// Decides per event, in position order so that if the quantity no longer fits
 /// (only possible after Redis lost state) the earliest accepted keep their rows.
 /// An event without a valid acceptance time is refused outright.
-pub fn plan(events: &[IssueEvent], existing: &HashSet<i64>, room: i64) -> Plan {
+pub fn plan<E: Borrow<IssueEvent>>(events: &[E], existing: &HashSet<i64>, room: i64) -> Plan {
     let mut order: Vec<usize> = (0..events.len()).collect();
-    order.sort_by_key(|&i| events[i].position);
+    order.sort_by_key(|&i| events[i].borrow().position);
     let mut seen = HashSet::new();
     let mut plan = Plan::default();
     let mut room = room.max(0);
     for i in order {
-        let user = events[i].user_id.get();
-        if accepted_at(&events[i]).is_none() {
+        let user = events[i].borrow().user_id.get();
+        if accepted_at(events[i].borrow()).is_none() {
             plan.refused.push((i, Refusal::InvalidAcceptedAt));
         } else if existing.contains(&user) || !seen.insert(user) {
             plan.duplicates += 1;
@@ -185,6 +196,35 @@ pub fn plan(events: &[IssueEvent], existing: &HashSet<i64>, room: i64) -> Plan {
         }
     }
     plan
+}
+
+/// The users with a row for `coupon`: those of `users`, or all when `None`.
+pub async fn users_with_rows(
+    db: &MySqlPool,
+    coupon: CouponId,
+    users: Option<&[i64]>,
+) -> Result<HashSet<i64>, sqlx::Error> {
+    if users.is_some_and(<[i64]>::is_empty) {
+        return Ok(HashSet::new());
+    }
+    let rows: Vec<i64> = select_users(coupon, users).build_query_scalar().fetch_all(db).await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// `SELECT user_id` of `coupon`'s rows, only those of `users` when given
+/// (never empty: `IN ()` is a syntax error).
+fn select_users(coupon: CouponId, users: Option<&[i64]>) -> QueryBuilder<sqlx::MySql> {
+    let mut select = QueryBuilder::new("SELECT user_id FROM coupon_issues WHERE coupon_id = ");
+    select.push_bind(coupon.get());
+    if let Some(users) = users {
+        select.push(" AND user_id IN (");
+        let mut list = select.separated(", ");
+        for user in users {
+            list.push_bind(*user);
+        }
+        select.push(")");
+    }
+    select
 }
 
 #[cfg(test)]

@@ -23,6 +23,10 @@ pub struct CouponKeys {
     pub rebuild_lock: String,
     /// SET the rebuild fills from MySQL before it installs it in one step.
     pub rebuild_set: String,
+    /// HASH entry id -> attempts at an entry of the events stream delivered
+    /// more than `MAX_DELIVERIES` times, each made alone (the consumer's
+    /// isolation of a possible poison entry); deleted once it is acked or buried.
+    pub attempts: String,
 }
 
 impl CouponKeys {
@@ -36,6 +40,7 @@ impl CouponKeys {
             failed: format!("{tag}:failed"),
             rebuild_lock: format!("{tag}:rebuild"),
             rebuild_set: format!("{tag}:rebuild-set"),
+            attempts: format!("{tag}:attempts"),
         }
     }
 

@@ -64,7 +64,16 @@ pub async fn read_new(
             break;
         }
         let want = count - entries.len();
-        entries.extend(xreadgroup(conn, member, std::slice::from_ref(stream), want, None).await?);
+        match xreadgroup(conn, member, std::slice::from_ref(stream), want, None).await {
+            Ok(read) => entries.extend(read),
+            // What was read is pending with us already: hand it on rather than
+            // leave it to be reclaimed (one more delivery counted).
+            Err(err) if !entries.is_empty() => {
+                tracing::warn!(%err, %stream, "reading a stream failed; handling what was read so far");
+                return Ok(entries);
+            }
+            Err(err) => return Err(err),
+        }
     }
     if entries.is_empty() {
         tokio::time::sleep(CLUSTER_POLL.min(std::time::Duration::from_millis(block_ms))).await;
@@ -129,6 +138,24 @@ pub async fn autoclaim(
     }
 }
 
+/// Up to `count` entries of `stream` after the id `after` (from the start when
+/// `None`), oldest first, whoever holds them.
+pub async fn range_after(
+    conn: &mut RedisConn,
+    stream: &str,
+    after: Option<&str>,
+    count: usize,
+) -> RedisResult<Vec<Entry>> {
+    use redis::AsyncCommands;
+    let start = after.map_or_else(|| "-".to_string(), |id| format!("({id}"));
+    let range: redis::streams::StreamRangeReply = conn.xrange_count(stream, start, "+", count).await?;
+    Ok(range
+        .ids
+        .into_iter()
+        .map(|id| Entry::from_stream_id(stream, id))
+        .collect())
+}
+
 /// This member's own pending entries of `stream` (left by an earlier run under
 /// the same name), claimed back with their data.
 pub async fn own_pending(conn: &mut RedisConn, member: &Member, stream: &str, count: usize) -> RedisResult<Vec<Entry>> {
@@ -185,9 +212,14 @@ pub async fn delivery_counts(
 
 /// Resets the idle time of entries this member is still working on (XCLAIM
 /// JUSTID does not count a delivery), so that a live member retrying through a
-/// MySQL outage is not mistaken for a dead one.
-pub async fn keep_alive(conn: &mut RedisConn, member: &Member, stream: &str, ids: &[&str]) -> RedisResult<()> {
-    let _: Value = redis::cmd("XCLAIM")
+/// MySQL outage is not mistaken for a dead one. Returns the ids still pending in
+/// the group (now with this member): the others were acked, or deleted from the
+/// stream, or lost with Redis' data.
+pub async fn keep_alive(conn: &mut RedisConn, member: &Member, stream: &str, ids: &[&str]) -> RedisResult<Vec<String>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    redis::cmd("XCLAIM")
         .arg(stream)
         .arg(&member.group)
         .arg(&member.name)
@@ -195,8 +227,7 @@ pub async fn keep_alive(conn: &mut RedisConn, member: &Member, stream: &str, ids
         .arg(ids)
         .arg("JUSTID")
         .query_async(conn)
-        .await?;
-    Ok(())
+        .await
 }
 
 /// Acknowledges `ids` of `stream` once their rows are committed, and puts their

@@ -1,141 +1,188 @@
-//! Handling a fetched batch: decode, write to MySQL, bury what can never be
-//! written, ack the rest, with the spans that join each event to its request.
+//! Handling a fetched batch: decode, write to MySQL within the batch's commit
+//! lease, bury what can never be written, ack the rest, with the spans that join
+//! each event to its request.
 //!
-//! Every entry leaves the batch the moment it is buried or acked, so a retry
-//! after an error (MySQL down, an ack that failed) handles only what is left and
-//! never buries an entry twice.
+//! Every entry leaves the batch the moment it is buried, dropped or acked, so a
+//! retry after an error (MySQL down, an ack that failed) handles only what is
+//! left and never buries an entry twice.
 
-use super::{Batch, Outcome, Worker, WorkerError};
-use crate::dead_letter;
-use crate::store::{self, Written};
+use super::{Batch, Book, Outcome, Worker, WorkerError};
+use crate::dead_letter::{self, DeadReason};
+use crate::store::{self, WriteError, Written};
 use crate::streams::{self, Entry};
-use shared::{CouponId, CouponKeys, IssueEvent, UserId};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use shared::{CouponId, CouponKeys, IssueEvent};
+use std::borrow::Borrow;
+use std::collections::BTreeMap;
 use std::time::Instant;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+/// A stream entry and the event it carries, handled as one.
+pub(super) struct Item {
+    pub entry: Entry,
+    pub event: IssueEvent,
+}
+
+impl Borrow<IssueEvent> for Item {
+    fn borrow(&self) -> &IssueEvent {
+        &self.event
+    }
+}
+
 impl Worker {
     /// Writes, buries or acks every entry of `batch`, removing each from it once
-    /// done, so that after an error a retry handles only what is left.
+    /// done, so that after an error a retry handles only what is left. A group
+    /// found missing on the way (Redis lost its data) is recreated and the batch
+    /// goes on: its entries are still accepted requests.
     pub async fn handle(&mut self, batch: &mut Batch) -> Result<Outcome, WorkerError> {
         let mut outcome = Outcome::default();
+        match self.handle_once(batch, &mut outcome).await {
+            Err(WorkerError::Redis(err)) if streams::is_nogroup(&err) => {
+                tracing::warn!("consumer group missing (Redis lost its data?), recreating it");
+                self.recreate_groups().await?;
+                self.handle_once(batch, &mut outcome).await?;
+            }
+            other => other?,
+        }
+        Ok(outcome)
+    }
+
+    async fn handle_once(&mut self, batch: &mut Batch, outcome: &mut Outcome) -> Result<(), WorkerError> {
         if batch.reclaimed {
-            self.bury_overdelivered(&mut batch.entries, &mut outcome).await?;
+            self.isolate_overdelivered(batch, outcome).await?;
             batch.reclaimed = false;
+        }
+        while let Some(entry) = batch.isolated.pop() {
+            let mut alone = vec![entry];
+            let result = self.handle_stream(&mut alone, &batch.book, true, outcome).await;
+            batch.isolated.append(&mut alone);
+            result?;
         }
         let mut by_stream: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         for entry in batch.entries.drain(..) {
             by_stream.entry(entry.stream.clone()).or_default().push(entry);
         }
-        let mut groups = by_stream.into_iter();
-        while let Some((stream, mut entries)) = groups.next() {
-            if let Err(err) = self.handle_stream(&stream, &mut entries, &mut outcome).await {
-                batch.entries = entries.into_iter().chain(groups.flat_map(|(_, e)| e)).collect();
+        let mut groups = by_stream.into_values();
+        while let Some(mut entries) = groups.next() {
+            if let Err(err) = self.handle_stream(&mut entries, &batch.book, false, outcome).await {
+                batch.entries = entries.into_iter().chain(groups.flatten()).collect();
                 return Err(err);
-            }
-        }
-        Ok(outcome)
-    }
-
-    /// Buries the entries delivered more than `MAX_DELIVERIES` times (they kept
-    /// killing or stalling whoever took them).
-    async fn bury_overdelivered(&mut self, entries: &mut Vec<Entry>, outcome: &mut Outcome) -> Result<(), WorkerError> {
-        let mut ids_by_stream: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for entry in entries.iter() {
-            ids_by_stream.entry(&entry.stream).or_default().push(&entry.id);
-        }
-        let mut counts = HashMap::new();
-        for (stream, ids) in ids_by_stream {
-            for (id, n) in streams::delivery_counts(&mut self.conn, &self.member, stream, &ids).await? {
-                counts.insert((stream.to_string(), id), n);
-            }
-        }
-        let mut i = 0;
-        while i < entries.len() {
-            let entry = &entries[i];
-            // Not pending with us (acked meanwhile): not over-delivered either.
-            let delivered = counts
-                .get(&(entry.stream.clone(), entry.id.clone()))
-                .copied()
-                .unwrap_or(0);
-            match CouponKeys::coupon_of_events_stream(&entry.stream) {
-                Some(coupon) if delivered > self.settings.max_deliveries => {
-                    let user = IssueEvent::decode(entry.payload.as_deref(), entry.position.as_deref())
-                        .ok()
-                        .map(|e| e.user_id);
-                    let reason = format!("delivered {delivered} times");
-                    dead_letter::bury(&mut self.conn, &self.member, coupon, entry, user, &reason).await?;
-                    entries.remove(i);
-                    outcome.dead_lettered += 1;
-                }
-                _ => i += 1,
             }
         }
         Ok(())
     }
 
+    /// Handles `entries` (all of one stream; one alone when `isolated`), leaving
+    /// in it whatever is not done when an error stops it.
     async fn handle_stream(
         &mut self,
-        stream: &str,
         entries: &mut Vec<Entry>,
+        book: &Book,
+        isolated: bool,
         outcome: &mut Outcome,
     ) -> Result<(), WorkerError> {
-        let Some(coupon) = CouponKeys::coupon_of_events_stream(stream) else {
+        let Some(stream) = entries.first().map(|e| e.stream.clone()) else {
+            return Ok(());
+        };
+        let Some(coupon) = CouponKeys::coupon_of_events_stream(&stream) else {
             // Only coupon streams are read, so Redis named one we never asked for.
-            tracing::error!(%stream, count = entries.len(), "entries from a stream that is no coupon's; left pending");
+            tracing::error!(%stream, count = entries.len(), "entries from a stream that is no coupon's; dropped from the batch");
             entries.clear();
             return Ok(());
         };
-        let mut events = Vec::with_capacity(entries.len());
-        let mut i = 0;
-        while i < entries.len() {
-            match decode_for(coupon, &entries[i]) {
-                Ok(event) => {
-                    events.push(event);
-                    i += 1;
-                }
+        let mut items = self.decode_all(coupon, entries, outcome).await?;
+        let result = self
+            .write_and_ack(coupon, &stream, &mut items, book, isolated, outcome)
+            .await;
+        entries.extend(items.into_iter().map(|item| item.entry));
+        result
+    }
+
+    /// Takes `entries` as items, burying those that can never be written; on an
+    /// error `entries` keeps what is not done.
+    async fn decode_all(
+        &mut self,
+        coupon: CouponId,
+        entries: &mut Vec<Entry>,
+        outcome: &mut Outcome,
+    ) -> Result<Vec<Item>, WorkerError> {
+        let mut items = Vec::with_capacity(entries.len());
+        let mut undecoded = std::mem::take(entries).into_iter();
+        while let Some(entry) = undecoded.next() {
+            match decode_for(coupon, &entry) {
+                Ok(event) => items.push(Item { entry, event }),
                 Err((user, reason)) => {
-                    dead_letter::bury(&mut self.conn, &self.member, coupon, &entries[i], user, &reason).await?;
-                    entries.remove(i);
+                    let buried = dead_letter::bury(&mut self.conn, &self.member, coupon, &entry, user, &reason).await;
+                    if let Err(err) = buried {
+                        entries.extend(items.into_iter().map(|item| item.entry));
+                        entries.push(entry);
+                        entries.extend(undecoded);
+                        return Err(err.into());
+                    }
                     outcome.dead_lettered += 1;
                 }
             }
         }
-        if events.is_empty() {
-            return Ok(());
+        Ok(items)
+    }
+
+    /// Writes `items` within their lease, buries the refused and acks the
+    /// rest; each leaves `items` once done.
+    async fn write_and_ack(
+        &mut self,
+        coupon: CouponId,
+        stream: &str,
+        items: &mut Vec<Item>,
+        book: &Book,
+        isolated: bool,
+        outcome: &mut Outcome,
+    ) -> Result<(), WorkerError> {
+        let written = loop {
+            if items.is_empty() {
+                return Ok(());
+            }
+            match self.write_traced(coupon, stream, items, book).await {
+                Ok(written) => break written,
+                // Confirmed again: what is still pending is renewed and written
+                // on the next turn; what Redis lost is dropped or buried.
+                Err(WriteError::LeaseExpired) => self.reconfirm(coupon, stream, items, book, outcome).await?,
+                Err(WriteError::Mysql(err)) => return Err(err.into()),
+            }
+        };
+        self.bury_refused(coupon, items, &written, outcome).await?;
+        // All written now (or already there): their users go back into the set.
+        let ids: Vec<&str> = items.iter().map(|i| i.entry.id.as_str()).collect();
+        let users: Vec<i64> = items.iter().map(|i| i.event.user_id.get()).collect();
+        let issued = CouponKeys::new(coupon).issued;
+        streams::ack_written(&mut self.conn, &self.member, stream, &issued, &ids, &users).await?;
+        if isolated {
+            self.forget_attempts(stream, &ids).await?;
         }
-        let written = self.write_traced(coupon, stream, &events, entries).await?;
-        let refused_at: HashSet<usize> = written.refused.iter().map(|&(i, _)| i).collect();
-        let written_users: Vec<i64> = (0..events.len())
-            .filter(|i| !refused_at.contains(i))
-            .map(|i| events[i].user_id.get())
-            .collect();
-        // Highest index first, so the indexes still to come stay valid.
-        let mut refused = written.refused.clone();
-        refused.sort_unstable_by_key(|&(i, _)| std::cmp::Reverse(i));
-        for (i, refusal) in refused {
-            let user = Some(events[i].user_id);
-            dead_letter::bury(
-                &mut self.conn,
-                &self.member,
-                coupon,
-                &entries[i],
-                user,
-                refusal.reason(),
-            )
-            .await?;
-            entries.remove(i);
-            outcome.dead_lettered += 1;
-        }
-        if !entries.is_empty() {
-            let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-            let issued = CouponKeys::new(coupon).issued;
-            streams::ack_written(&mut self.conn, &self.member, stream, &issued, &ids, &written_users).await?;
-            entries.clear();
-        }
+        book.release(stream, ids);
+        items.clear();
         record(&written);
         outcome.inserted += written.inserted;
         outcome.duplicates += written.duplicates;
+        Ok(())
+    }
+
+    /// Buries the items MySQL refused for good. Each leaves `items` as it is
+    /// buried, highest index first so the indexes still to come stay valid.
+    async fn bury_refused(
+        &mut self,
+        coupon: CouponId,
+        items: &mut Vec<Item>,
+        written: &Written,
+        outcome: &mut Outcome,
+    ) -> Result<(), WorkerError> {
+        let mut refused = written.refused.clone();
+        refused.sort_unstable_by_key(|&(i, _)| std::cmp::Reverse(i));
+        for (i, refusal) in refused {
+            let item = &items[i];
+            let (entry, user, reason) = (&item.entry, Some(item.event.user_id), DeadReason::from(refusal));
+            dead_letter::bury(&mut self.conn, &self.member, coupon, entry, user, &reason).await?;
+            items.remove(i);
+            outcome.dead_lettered += 1;
+        }
         Ok(())
     }
 
@@ -146,23 +193,23 @@ impl Worker {
         &self,
         coupon: CouponId,
         stream: &str,
-        events: &[IssueEvent],
-        entries: &[Entry],
-    ) -> Result<Written, WorkerError> {
-        let spans: Vec<(tracing::Span, tracing::Span)> = events
+        items: &[Item],
+        book: &Book,
+    ) -> Result<Written, WriteError> {
+        let spans: Vec<(tracing::Span, tracing::Span)> = items
             .iter()
-            .zip(entries)
-            .map(|(event, entry)| {
+            .map(|Item { entry, event }| {
                 let span = tracing::info_span!(target: shared::telemetry::SPAN_TARGET, "process issue event", otel.kind = "consumer", otel.status_code = tracing::field::Empty, messaging.system = "redis", messaging.operation.type = "process", messaging.destination.name = %stream, messaging.message.id = %entry.id, coupon.id = coupon.get(), user.id = event.user_id.get(), position = event.position);
                 if !event.trace.is_empty() {
                     let _ = span.set_parent(shared::telemetry::extract_context(&event.trace));
                 }
-                let db_span = tracing::info_span!(target: shared::telemetry::SPAN_TARGET, parent: &span, "INSERT coupon_issues", otel.kind = "client", otel.status_code = tracing::field::Empty, db.system = "mysql", db.system.name = "mysql", db.operation.name = "INSERT", db.collection.name = "coupon_issues", db.batch.size = events.len());
+                let db_span = tracing::info_span!(target: shared::telemetry::SPAN_TARGET, parent: &span, "INSERT coupon_issues", otel.kind = "client", otel.status_code = tracing::field::Empty, db.system = "mysql", db.system.name = "mysql", db.operation.name = "INSERT", db.collection.name = "coupon_issues", db.batch.size = items.len());
                 (span, db_span)
             })
             .collect();
+        let lease = book.lease(stream, items.iter().map(|i| i.entry.id.as_str()).collect());
         let started = Instant::now();
-        let result = store::write_issues(&self.db, coupon, events).await;
+        let result = store::write_issues(&self.db, coupon, items, &lease).await;
         metrics::histogram!(shared::metrics::MYSQL_WRITE_DURATION).record(started.elapsed().as_secs_f64());
         if result.is_err() {
             for (span, db_span) in &spans {
@@ -171,22 +218,22 @@ impl Worker {
             }
         }
         drop(spans);
-        Ok(result?)
+        result
     }
 }
 
 /// The entry's event, or why it can never be written (and whose it was, if known).
-fn decode_for(coupon: CouponId, entry: &Entry) -> Result<IssueEvent, (Option<UserId>, String)> {
+fn decode_for(coupon: CouponId, entry: &Entry) -> Result<IssueEvent, (Option<shared::UserId>, DeadReason)> {
     match IssueEvent::decode(entry.payload.as_deref(), entry.position.as_deref()) {
         Ok(event) if event.coupon_id == coupon => Ok(event),
         Ok(event) => Err((
             Some(event.user_id),
-            format!(
-                "wrong_stream: event of coupon {} in stream of coupon {coupon}",
-                event.coupon_id
-            ),
+            DeadReason::WrongStream {
+                event_coupon: event.coupon_id,
+                stream_coupon: coupon,
+            },
         )),
-        Err(err) => Err((None, format!("undecodable: {err}"))),
+        Err(err) => Err((None, DeadReason::Undecodable(err.to_string()))),
     }
 }
 

@@ -4,6 +4,10 @@
 //!
 //! - this file: the worker's state, fetching (reads, reclaims, refresh, trim);
 //! - [`handle`]: writing, burying and acking a fetched batch;
+//! - [`isolate`]: entries delivered too often, tried alone before being buried;
+//! - [`lease`]: when each entry in hand was last confirmed pending, and the
+//!   keep-alive that renews it;
+//! - [`lost`]: entries Redis no longer has (lost with its data, or deleted);
 //! - [`run`]: the loop with backoff and shutdown.
 //!
 //! An entry is acked only after the transaction that wrote it committed, so a
@@ -15,12 +19,19 @@ use crate::config::ConsumerConfig;
 use crate::store;
 use crate::streams::{self, Entry, Member};
 use shared::redis_conn::RedisConn;
-use shared::CouponKeys;
+use shared::{CouponId, CouponKeys};
 use sqlx::MySqlPool;
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod handle;
+mod isolate;
+pub mod lease;
+mod lost;
 mod run;
+
+pub use lease::{Book, Lease};
 
 /// Why a step failed; the batch it was on stays pending and is retried.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +48,33 @@ pub enum WorkerError {
 pub struct Batch {
     pub entries: Vec<Entry>,
     pub reclaimed: bool,
+    /// Entries delivered more than `MAX_DELIVERIES` times, each to be written
+    /// alone (its attempt counted already).
+    pub isolated: Vec<Entry>,
+    /// When each entry was last confirmed pending (the commit lease).
+    pub book: Arc<Book>,
 }
+
+impl Batch {
+    /// A batch of `entries`, confirmed pending at `confirmed` in `book`.
+    fn new(entries: Vec<Entry>, reclaimed: bool, book: Arc<Book>, confirmed: Instant) -> Self {
+        book.hold(&entries, confirmed);
+        Self {
+            entries,
+            reclaimed,
+            isolated: Vec::new(),
+            book,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.isolated.is_empty()
+    }
+}
+
+/// A read in flight in the background, with the book its entries are kept
+/// alive in from the moment it returns.
+pub type Prefetch = tokio::task::JoinHandle<(redis::RedisResult<Vec<Entry>>, Arc<Book>)>;
 
 /// What one step did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -77,6 +114,11 @@ pub struct Worker {
     db: MySqlPool,
     settings: Settings,
     streams: Vec<String>,
+    /// Every entry in hand, for the keep-alive and the commit lease.
+    leases: lease::Leases,
+    /// Coupons whose stream lost pending entries (deleted) and whose users
+    /// still have to be reconciled (retried until it succeeds).
+    unreconciled: BTreeSet<CouponId>,
     next_refresh: Instant,
     next_reclaim: Instant,
     next_trim: Instant,
@@ -92,6 +134,8 @@ impl Worker {
             db,
             settings,
             streams: Vec::new(),
+            leases: lease::Leases::default(),
+            unreconciled: BTreeSet::new(),
             next_refresh: now,
             next_reclaim: now,
             next_trim: now,
@@ -114,7 +158,7 @@ impl Worker {
     }
 
     /// Recreates the group on every known stream (after Redis lost it).
-    async fn recreate_groups(&mut self) -> redis::RedisResult<()> {
+    pub(crate) async fn recreate_groups(&mut self) -> redis::RedisResult<()> {
         for stream in self.streams.clone() {
             streams::ensure_group(&mut self.conn, &self.member, &stream).await?;
         }
@@ -124,15 +168,13 @@ impl Worker {
     /// Entries this member left pending in an earlier life (same name).
     pub async fn recover(&mut self) -> Result<Batch, WorkerError> {
         self.refresh_streams().await?;
+        let confirmed = Instant::now();
         let mut entries = Vec::new();
         for stream in self.streams.clone() {
             entries
                 .extend(streams::own_pending(&mut self.conn, &self.member, &stream, self.settings.batch_size).await?);
         }
-        Ok(Batch {
-            entries,
-            reclaimed: true,
-        })
+        Ok(Batch::new(entries, true, self.leases.open(), confirmed))
     }
 
     /// The next entries to handle: reclaimed ones when due, else new ones
@@ -160,34 +202,51 @@ impl Worker {
             tokio::time::sleep(self.settings.block).await;
             return Ok(Batch::default());
         }
-        let read = self.read_next().await;
-        self.take_read(read).await
+        let (read, book) = self.read_next().await;
+        self.take_read(read, book).await
     }
 
-    /// The next XREADGROUP of new entries, on the reader connection.
-    fn read_next(&self) -> impl std::future::Future<Output = redis::RedisResult<Vec<streams::Entry>>> + Send + 'static {
+    /// The next XREADGROUP of new entries, on the reader connection; its entries
+    /// go into a new book (kept alive) as soon as it returns.
+    fn read_next(
+        &self,
+    ) -> impl std::future::Future<Output = (redis::RedisResult<Vec<streams::Entry>>, Arc<Book>)> + Send + 'static {
         let (mut reader, member, streams) = (self.reader.clone(), self.member.clone(), self.streams.clone());
         let (count, block_ms) = (self.settings.batch_size, self.settings.block.as_millis() as u64);
-        async move { streams::read_new(&mut reader, &member, &streams, count, block_ms).await }
+        let book = self.leases.open();
+        async move {
+            let sent = Instant::now();
+            let read = streams::read_new(&mut reader, &member, &streams, count, block_ms).await;
+            if let Ok(entries) = &read {
+                book.hold(entries, sent);
+            }
+            (read, book)
+        }
     }
 
     /// Starts the next read in the background while the current batch is
     /// written, so Redis and MySQL round trips overlap; only when no periodic
     /// duty (refresh, trim, reclaim) is due, which `fetch` would do first.
-    pub fn prefetch(&self) -> Option<tokio::task::JoinHandle<redis::RedisResult<Vec<streams::Entry>>>> {
+    pub fn prefetch(&self) -> Option<Prefetch> {
         let now = Instant::now();
         let due = now >= self.next_refresh || now >= self.next_trim || now >= self.next_reclaim;
         (!due && !self.streams.is_empty()).then(|| tokio::spawn(self.read_next()))
     }
 
-    /// A finished read as a batch; a missing group (Redis lost its data) is recreated.
-    pub async fn take_read(&mut self, read: redis::RedisResult<Vec<streams::Entry>>) -> Result<Batch, WorkerError> {
+    /// A finished read as a batch (its entries already in `book`); a missing
+    /// group (Redis lost its data) is recreated.
+    pub async fn take_read(
+        &mut self,
+        read: redis::RedisResult<Vec<streams::Entry>>,
+        book: Arc<Book>,
+    ) -> Result<Batch, WorkerError> {
         match read {
             Ok(entries) => {
                 metrics::histogram!(shared::metrics::BATCH_SIZE).record(entries.len() as f64);
                 Ok(Batch {
                     entries,
-                    reclaimed: false,
+                    book,
+                    ..Batch::default()
                 })
             }
             Err(err) if streams::is_nogroup(&err) => {
@@ -199,27 +258,33 @@ impl Worker {
         }
     }
 
-    /// XAUTOCLAIMs entries idle past the claim time from every stream.
+    /// XAUTOCLAIMs entries idle past the claim time from every stream; a
+    /// stream that had pending entries deleted has its users reconciled.
     async fn reclaim(&mut self) -> Result<Batch, WorkerError> {
         let idle_ms = self.settings.claim_idle.as_millis() as u64;
+        let book = self.leases.open();
         let mut entries = Vec::new();
         for stream in self.streams.clone() {
             if entries.len() >= self.settings.batch_size {
                 break;
             }
             let want = self.settings.batch_size - entries.len();
+            let sent = Instant::now();
             match streams::autoclaim(&mut self.conn, &self.member, &stream, idle_ms, want).await {
                 Ok((claimed, deleted)) => {
-                    if deleted > 0 {
-                        // Redis already dropped them from the PEL; nothing is left to write.
+                    if let Some(coupon) = CouponKeys::coupon_of_events_stream(&stream).filter(|_| deleted > 0) {
+                        // Redis dropped them from the PEL: their users are found by reconciling.
                         tracing::warn!(%stream, deleted, "pending entries were deleted from the stream before being processed");
+                        self.unreconciled.insert(coupon);
                     }
+                    book.hold(&claimed, sent);
                     entries.extend(claimed);
                 }
                 Err(err) if streams::is_nogroup(&err) => self.recreate_groups().await?,
                 Err(err) => return Err(err.into()),
             }
         }
+        self.reconcile_pending().await;
         if !entries.is_empty() {
             tracing::info!(count = entries.len(), "reclaimed entries idle with other members");
             metrics::counter!(shared::metrics::RECLAIMED).increment(entries.len() as u64);
@@ -227,6 +292,8 @@ impl Worker {
         Ok(Batch {
             entries,
             reclaimed: true,
+            book,
+            ..Batch::default()
         })
     }
 

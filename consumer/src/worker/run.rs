@@ -1,8 +1,6 @@
 //! The worker loop: fetch, handle, retry with backoff, stop on shutdown.
 
-use super::{Batch, Worker, WorkerError};
-use crate::streams;
-use std::collections::BTreeMap;
+use super::{Worker, WorkerError};
 use std::future::Future;
 use std::time::Duration;
 
@@ -11,48 +9,15 @@ use std::time::Duration;
 /// abandoned entries stay pending and are reclaimed, and the write is idempotent).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Aborts the keep-alive task when the batch it guards is done.
-struct KeepAlive(tokio::task::JoinHandle<()>);
-
-impl Drop for KeepAlive {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 impl Worker {
-    /// Keeps the batch's entries ours for as long as we hold it, on a timer of
-    /// its own: neither a slow MySQL statement nor a long backoff may let them go
-    /// idle long enough for another member to reclaim them from a live consumer
-    /// (see [`streams::keep_alive`]).
-    fn keep_alive(&self, batch: &Batch) -> KeepAlive {
-        let mut by_stream: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for entry in &batch.entries {
-            by_stream
-                .entry(entry.stream.clone())
-                .or_default()
-                .push(entry.id.clone());
-        }
-        let (mut conn, member) = (self.conn.clone(), self.member.clone());
-        let every = self.settings.claim_idle / 3;
-        KeepAlive(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                for (stream, ids) in &by_stream {
-                    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-                    if let Err(err) = streams::keep_alive(&mut conn, &member, stream, &ids).await {
-                        tracing::debug!(%err, "keep-alive of pending entries failed");
-                    }
-                }
-            }
-        }))
-    }
-
     /// Runs until `shutdown` completes: fetch, handle, retry with backoff. A batch
     /// in hand at shutdown gets [`SHUTDOWN_GRACE`] to finish, else it is left
     /// pending for the others to reclaim.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        // Every entry in hand (and every prefetched one) is kept alive and its
+        // lease renewed until its batch is dropped.
+        let _keep_alive = self.keep_alive();
         let mut backoff = Backoff::new(self.settings.claim_idle / 2);
         let mut batch = loop {
             match self.recover().await {
@@ -64,13 +29,8 @@ impl Worker {
             }
         };
         loop {
-            let _keep_alive = (!batch.entries.is_empty()).then(|| self.keep_alive(&batch));
-            let prefetched = if batch.entries.is_empty() {
-                None
-            } else {
-                self.prefetch()
-            };
-            while !batch.entries.is_empty() {
+            let prefetched = if batch.is_empty() { None } else { self.prefetch() };
+            while !batch.is_empty() {
                 let result = {
                     let handled = self.handle(&mut batch);
                     tokio::pin!(handled);
@@ -92,7 +52,7 @@ impl Worker {
                     Err(err) => {
                         error_metric(&err);
                         let delay = backoff.next();
-                        tracing::warn!(%err, retry_in_ms = delay.as_millis() as u64, left = batch.entries.len(), "batch failed, will retry it");
+                        tracing::warn!(%err, retry_in_ms = delay.as_millis() as u64, left = batch.entries.len() + batch.isolated.len(), "batch failed, will retry it");
                         tokio::select! { () = &mut shutdown => return, () = tokio::time::sleep(delay) => {} }
                     }
                 }
@@ -100,7 +60,7 @@ impl Worker {
             let next = async {
                 match prefetched {
                     Some(task) => match task.await {
-                        Ok(read) => self.take_read(read).await,
+                        Ok((read, book)) => self.take_read(read, book).await,
                         // The read task did not run to its end: read again.
                         Err(_) => self.fetch().await,
                     },
