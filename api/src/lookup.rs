@@ -1,15 +1,14 @@
 //! Finding a coupon, read top to bottom: process memory, then the coupon's Redis
 //! metadata hash, then (one request at a time per process) MySQL, rebuilding the
-//! coupon's Redis state from it. Publishing a new coupon shares the rebuild.
+//! coupon's Redis state from it ([`crate::rebuild`]).
 //!
 //! - Memory: a hit costs nothing. Metadata never changes after creation, so known
 //!   coupons never expire; a coupon MySQL does not have is remembered as missing
 //!   for [`MISSING_TTL`], so a flood of requests for an unknown id costs one MySQL
 //!   query a second at most.
 //! - Redis: the issue script refuses everything while the metadata hash is
-//!   missing, and the rebuild writes that hash last, so no request is decided on a
-//!   half-filled issued set. One instance rebuilds under a lock; the others wait
-//!   for the hash to appear.
+//!   missing, and the rebuild installs that hash and the set in one step, so no
+//!   request is decided on a half-filled issued set.
 //! - MySQL: the source of truth, read only when Redis lost the coupon.
 
 use crate::app::AppState;

@@ -53,7 +53,8 @@ pub struct ConsumerConfig {
     /// Entries pending this long with another (dead or stuck) member are reclaimed (ms).
     #[arg(long, env = "CLAIM_IDLE_MS", default_value_t = 5000)]
     pub claim_idle_ms: u64,
-    /// An entry delivered more than this many times goes to the dead-letter stream.
+    /// An entry delivered more than this many times is tried alone; tried alone
+    /// more than this many times too, it goes to the dead-letter stream.
     #[arg(long, env = "MAX_DELIVERIES", default_value_t = 5)]
     pub max_deliveries: u64,
     /// How often the list of active coupon streams is re-read (ms).
