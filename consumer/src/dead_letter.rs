@@ -103,14 +103,18 @@ pub async fn bury(
     let text = reason.to_string();
     let mut pipe = redis::pipe();
     pipe.atomic();
-    add_letter(
-        &mut pipe,
-        &keys,
-        entry.payload.as_deref(),
-        entry.position.as_deref(),
-        &text,
-        &entry.id,
-    );
+    pipe.cmd("XADD")
+        .arg(&keys.dead)
+        .arg("*")
+        .arg(FIELD_EVENT)
+        .arg(entry.payload.as_deref().unwrap_or_default())
+        .arg(FIELD_POSITION)
+        .arg(entry.position.as_deref().unwrap_or_default())
+        .arg("reason")
+        .arg(&text)
+        .arg("source_id")
+        .arg(&entry.id)
+        .ignore();
     if let Some(user) = user {
         pipe.hset(&keys.failed, user.get(), &text).ignore();
     }
@@ -127,10 +131,12 @@ pub async fn bury(
 }
 
 /// Records `user` of `coupon` as failed with `reason` and a dead letter, when
-/// no entry is left to bury (it was deleted). The letter's event carries what is
-/// known (coupon and user); its position is unknown, so a replay of it is
-/// buried again as undecodable.
-pub async fn bury_user(conn: &mut RedisConn, coupon: CouponId, user: UserId, reason: &DeadReason) -> RedisResult<()> {
+/// no entry is left to bury (it was deleted), unless the user is recorded
+/// failed already (two consumers reconciling at once record it once). The
+/// letter's event carries what is known (coupon and user); its position is
+/// unknown, so a replay of it is buried again as undecodable. Returns whether
+/// it was recorded.
+pub async fn bury_user(conn: &mut RedisConn, coupon: CouponId, user: UserId, reason: &DeadReason) -> RedisResult<bool> {
     let keys = CouponKeys::new(coupon);
     let text = reason.to_string();
     let event = IssueEvent {
@@ -140,36 +146,26 @@ pub async fn bury_user(conn: &mut RedisConn, coupon: CouponId, user: UserId, rea
         position: 0,
         trace: Default::default(),
     };
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    add_letter(&mut pipe, &keys, Some(&event.encode()), None, &text, "");
-    pipe.hset(&keys.failed, user.get(), &text).ignore();
-    let () = pipe.query_async(conn).await?;
-    counted(reason);
-    tracing::warn!(%coupon, user = user.get(), reason = %text, "accepted user recorded as failed");
-    Ok(())
-}
-
-fn add_letter(
-    pipe: &mut redis::Pipeline,
-    keys: &CouponKeys,
-    event: Option<&[u8]>,
-    position: Option<&[u8]>,
-    reason: &str,
-    source_id: &str,
-) {
-    pipe.cmd("XADD")
-        .arg(&keys.dead)
-        .arg("*")
-        .arg(FIELD_EVENT)
-        .arg(event.unwrap_or_default())
-        .arg(FIELD_POSITION)
-        .arg(position.unwrap_or_default())
-        .arg("reason")
-        .arg(reason)
-        .arg("source_id")
-        .arg(source_id)
-        .ignore();
+    // One slot (both keys carry the coupon's hash tag), one step.
+    let recorded: bool = redis::Script::new(
+        "if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end \
+         redis.call('XADD', KEYS[2], '*', ARGV[3], ARGV[4], ARGV[5], '', 'reason', ARGV[2], 'source_id', '') \
+         return 1",
+    )
+    .key(&keys.failed)
+    .key(&keys.dead)
+    .arg(user.get())
+    .arg(&text)
+    .arg(FIELD_EVENT)
+    .arg(event.encode())
+    .arg(FIELD_POSITION)
+    .invoke_async(conn)
+    .await?;
+    if recorded {
+        counted(reason);
+        tracing::warn!(%coupon, user = user.get(), reason = %text, "accepted user recorded as failed");
+    }
+    Ok(recorded)
 }
 
 fn counted(reason: &DeadReason) {

@@ -112,8 +112,8 @@ impl Worker {
             }
             match UserId::new(user) {
                 Ok(user) => {
-                    dead_letter::bury_user(&mut self.conn, coupon, user, &DeadReason::EventDeleted).await?;
-                    lost += 1;
+                    let reason = DeadReason::EventDeleted;
+                    lost += usize::from(dead_letter::bury_user(&mut self.conn, coupon, user, &reason).await?);
                 }
                 Err(err) => tracing::error!(%coupon, user, %err, "the issued set holds an invalid user id"),
             }
