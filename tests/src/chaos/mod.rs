@@ -129,21 +129,36 @@ async fn settle(rig: &Rig, answers: Vec<load::Answer>) -> Vec<CouponState> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .unwrap_or(Duration::MAX);
-    let mut coupons: Vec<CouponState> = (0..rig.quantities.len())
-        .map(|slot| CouponState {
-            id: rig.coupon(slot),
-            quantity: rig.quantities[slot],
-            answers: answers.iter().filter(|a| a.slot == slot).cloned().collect(),
+    let db = rig.env.db().await;
+    // Every coupon the answers name: a creation that answered 503 may still have
+    // committed (and been retried under the next id), so answers are grouped by
+    // the id they were sent to, and each id's quantity is MySQL's.
+    let mut ids: Vec<i64> = (0..rig.quantities.len()).map(|slot| rig.coupon(slot)).collect();
+    ids.extend(answers.iter().map(|a| a.coupon));
+    ids.sort_unstable();
+    ids.dedup();
+    let mut coupons = Vec::new();
+    for id in ids {
+        let quantity: Option<i64> = sqlx::query_scalar("SELECT total_quantity FROM coupons WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&db)
+            .await
+            .expect("reading a coupon's quantity after the sale");
+        let answers: Vec<load::Answer> = answers.iter().filter(|a| a.coupon == id).cloned().collect();
+        let first_slot = answers.iter().map(|a| a.slot).min().unwrap_or(0);
+        coupons.push(CouponState {
+            id,
+            quantity: quantity.unwrap_or(0),
+            answers,
             lost_until,
-            missing_until: if slot == 0 {
-                Duration::ZERO
-            } else {
-                created.saturating_add(MISSING_TTL)
+            missing_until: match (quantity, first_slot) {
+                (None, _) => Duration::MAX,
+                (Some(_), 0) => Duration::ZERO,
+                (Some(_), _) => created.saturating_add(MISSING_TTL),
             },
             ..CouponState::default()
-        })
-        .collect();
-    let db = rig.env.db().await;
+        });
+    }
     let mut redis = rig.env.redis().await;
     let deadline = Instant::now() + DRAIN;
     loop {
