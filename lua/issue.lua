@@ -1,8 +1,9 @@
 -- The whole first-come-first-served decision, atomic in Redis.
 --
--- KEYS[1]  coupon:{id}:issued  SET of accepted user ids
--- KEYS[2]  coupon:{id}:events  STREAM the consumers read
--- KEYS[3]  coupon:{id}:meta    HASH with total_quantity; absent = state lost
+-- KEYS[1]  coupon:{p<n>}:<id>:issued  SET of accepted user ids
+-- KEYS[2]  events:{p<n>}               STREAM of the coupon's partition, read by the consumers
+-- KEYS[3]  coupon:{p<n>}:<id>:meta    HASH with total_quantity; absent = state lost
+--          (all three share the partition's hash tag: one cluster slot)
 -- ARGV[1]  user id
 -- ARGV[2]  the MessagePack issue event
 --

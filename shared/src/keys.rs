@@ -143,6 +143,7 @@ pub struct CouponKeys {
 pub struct LegacyKeys {
     pub events: String,
     pub meta: String,
+    pub issued: String,
 }
 
 impl LegacyKeys {
@@ -154,6 +155,7 @@ impl LegacyKeys {
         Self {
             events: format!("{tag}:events"),
             meta: format!("{tag}:meta"),
+            issued: format!("{tag}:issued"),
         }
     }
 
