@@ -113,6 +113,20 @@ pub struct PartitionKeys {
     pub attempts: String,
 }
 
+impl PartitionKeys {
+    /// SCAN pattern of the metadata keys of the partition's coupons (all in
+    /// the partition's slot).
+    pub fn meta_pattern(&self) -> String {
+        format!("coupon:{{p{}}}:*:meta", self.index)
+    }
+
+    /// The coupon whose metadata key `key` is, if it is one of this partition's.
+    pub fn coupon_of_meta_key(&self, key: &str) -> Option<CouponId> {
+        let prefix = format!("coupon:{{p{}}}:", self.index);
+        key.strip_prefix(&prefix)?.strip_suffix(":meta")?.parse().ok()
+    }
+}
+
 /// The keys of one coupon, all in its partition's slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CouponKeys {
@@ -187,6 +201,9 @@ mod tests {
         assert_eq!(layout.partition_of_stream(&keys.events), Some(10));
         assert_eq!(layout.partition_of_stream(&keys.dead), None);
         assert_eq!(Layout::new(8).unwrap().partition_of_stream(&keys.events), None);
+        assert_eq!(keys.partition.coupon_of_meta_key(&keys.meta), Some(id(42)));
+        assert_eq!(keys.partition.coupon_of_meta_key(&keys.issued), None);
+        assert_eq!(keys.partition.meta_pattern(), "coupon:{p10}:*:meta");
     }
 
     #[test]
