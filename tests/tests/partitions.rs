@@ -2,8 +2,10 @@
 //! quiet and a sale on several at once ends with exact rows; an event is written
 //! however late it is read; dead letters live in their coupon's partition; the
 //! users of deleted entries are found by scanning a partition's coupons; and an
-//! upgrade's per-coupon streams are drained into MySQL, then deleted.
+//! upgrade's per-coupon streams are drained into MySQL, then deleted; on a
+//! cluster too, where those streams and the partitions live on other nodes.
 
+use integration_tests::cluster::PrivateCluster;
 use integration_tests::spawn::{self, Env, TestApp};
 use integration_tests::{wait, CONSUMER_GROUP};
 use redis::AsyncCommands;
@@ -25,7 +27,10 @@ struct Stage {
 
 impl Stage {
     async fn start() -> Self {
-        let env = Env::shared().await;
+        Self::on(Env::shared().await).await
+    }
+
+    async fn on(env: Env) -> Self {
         let app = spawn::spawn_app(&env).await;
         let db = env.db().await;
         let redis = shared::redis_conn::connect(&env.redis_config(), Duration::from_secs(5))
@@ -455,5 +460,96 @@ async fn an_upgrades_per_coupon_streams_are_drained_into_mysql_then_deleted() {
         .unwrap();
     assert_eq!(users, HashSet::from([1, 2, 3, 4]));
     consumer.stop().await;
+    stage.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_cluster_legacy_streams_of_every_master_drain_and_deleted_entries_are_reconciled() {
+    let cluster = PrivateCluster::start().await;
+    let stage = Stage::on(Env::on_cluster(
+        &cluster.seeds(),
+        &integration_tests::mysql_server_url(),
+    ))
+    .await;
+    let coupons = stage.open_coupons(8, 10).await;
+    let mut redis = stage.redis.clone();
+    // Six coupons of the old layout (their streams spread over the masters),
+    // one holding an entry that is no event; a partition holding another
+    // partition's event; and a coupon of the new layout with two users.
+    let (old, misplaced, a) = (&coupons[..6], coupons[6], coupons[7]);
+    let legacy: Vec<LegacyKeys> = old.iter().map(|&c| LegacyKeys::new(id(c))).collect();
+    for (&coupon, keys) in old.iter().zip(&legacy) {
+        let new = stage.layout.coupon(id(coupon));
+        let _: i64 = redis.del(&[&new.meta, &new.issued]).await.unwrap();
+        for user in 1..=2 {
+            stage
+                .accept_into((&keys.events, &keys.issued), coupon, user, now_ms())
+                .await;
+        }
+    }
+    assert!(
+        legacy.iter().any(|k| cluster.on_first_master(&k.events)),
+        "some on the first master"
+    );
+    assert!(
+        legacy.iter().any(|k| !cluster.on_first_master(&k.events)),
+        "some elsewhere"
+    );
+    xadd(&mut redis, &legacy[0].events, b"not an event", 3).await;
+    let wrong = stage.layout.coupon(id(a)).events;
+    xadd(&mut redis, &wrong, &event(misplaced, 5, now_ms()), 1).await;
+    stage.accept(a, 1).await;
+    stage.accept(a, 2).await;
+
+    // Worker x takes every entry and stalls; a's first entry is deleted.
+    let mut x = consumer::build(&spawn::consumer_config(&stage.env, "x")).await.unwrap();
+    assert_eq!(x.fetch().await.unwrap().entries.len(), 6 * 2 + 1 + 3);
+    let range: redis::streams::StreamRangeReply = redis.xrange_all(&wrong).await.unwrap();
+    let _: i64 = redis.xdel(&wrong, &[&range.ids[1].id]).await.unwrap();
+
+    // Worker y reclaims them all and handles them, then drains what is left.
+    let mut config = spawn::consumer_config(&stage.env, "y");
+    config.claim_idle_ms = 100;
+    let mut y = consumer::build(&config).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut batch = y.fetch().await.unwrap();
+    assert!(batch.reclaimed && batch.entries.len() == 6 * 2 + 1 + 2, "{batch:?}");
+    y.handle(&mut batch).await.unwrap();
+    for &coupon in old {
+        assert_eq!(stage.rows(coupon).await, BTreeSet::from([1, 2]), "coupon {coupon}");
+    }
+    assert_eq!(stage.rows(a).await, BTreeSet::from([2]));
+    let (_, status) = stage.app.client.get(&format!("/coupons/{a}/issues/1")).await;
+    assert_eq!(status["reason"], "event_deleted", "{status}");
+    let letters = consumer::dead_letter::list(&mut redis, &stage.layout, None)
+        .await
+        .unwrap();
+    let reasons: BTreeSet<String> = letters
+        .iter()
+        .map(|l| l.reason.split(':').next().unwrap_or_default().into())
+        .collect();
+    assert_eq!(
+        reasons,
+        BTreeSet::from(["event_deleted".into(), "undecodable".into(), "wrong_stream".into()])
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut left = Vec::new();
+        for keys in &legacy {
+            let exists: bool = redis.exists(&keys.events).await.unwrap();
+            if exists {
+                left.push(&keys.events);
+            }
+        }
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "legacy streams never deleted: {left:?}"
+        );
+        let mut batch = y.fetch().await.unwrap();
+        y.handle(&mut batch).await.unwrap();
+    }
     stage.finish().await;
 }
