@@ -28,6 +28,12 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// Whether the letter is `coupon`'s, or may be: an entry that could not be
+    /// decoded names no coupon, and goes with every coupon of its partition.
+    fn might_be_of(&self, coupon: CouponId) -> bool {
+        self.coupon_id.is_none_or(|id| id == coupon.get())
+    }
+
     fn from_entry(entry: redis::streams::StreamId) -> Self {
         let bytes = |f: &str| match entry.map.get(f) {
             Some(redis::Value::BulkString(b)) => b.clone(),
@@ -49,8 +55,9 @@ impl DeadLetter {
     }
 }
 
-/// The dead letters of `coupon` (in its partition's dead-letter stream), or
-/// of every coupon (every partition's), oldest first in each partition.
+/// The dead letters of `coupon` (in its partition's dead-letter stream, with
+/// those of the partition whose coupon is unknown), or of every coupon (every
+/// partition's), oldest first in each partition.
 pub async fn list(conn: &mut RedisConn, layout: &Layout, coupon: Option<CouponId>) -> RedisResult<Vec<DeadLetter>> {
     let streams: Vec<String> = match coupon {
         Some(coupon) => vec![layout.coupon(coupon).dead],
@@ -73,7 +80,7 @@ pub async fn list(conn: &mut RedisConn, layout: &Layout, coupon: Option<CouponId
                 start = format!("({}", last.id);
             }
             let read = range.ids.into_iter().map(DeadLetter::from_entry);
-            letters.extend(read.filter(|l| coupon.is_none_or(|c| l.coupon_id == Some(c.get()))));
+            letters.extend(read.filter(|l| coupon.is_none_or(|c| l.might_be_of(c))));
             if done {
                 break;
             }
@@ -82,9 +89,10 @@ pub async fn list(conn: &mut RedisConn, layout: &Layout, coupon: Option<CouponId
     Ok(letters)
 }
 
-/// Puts dead letters of `coupon` back on its partition's events stream (all,
-/// or the one with `only` as id) and clears their users' `failed` mark,
-/// atomically each (one slot). Returns how many were replayed.
+/// Puts dead letters of `coupon` (as [`list`] finds them) back on its
+/// partition's events stream (all, or the one with `only` as id) and clears
+/// their users' `failed` mark, atomically each (one slot). Returns how many
+/// were replayed.
 pub async fn replay(conn: &mut RedisConn, layout: &Layout, coupon: CouponId, only: Option<&str>) -> RedisResult<usize> {
     let keys = layout.coupon(coupon);
     let mut replayed = 0;
