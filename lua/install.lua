@@ -32,7 +32,7 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('DEL', KEYS[3])
 end
 redis.call('HSET', KEYS[1], 'incarnation', ARGV[1], 'name', ARGV[2], 'total_quantity', ARGV[3],
-  'issue_start_ms', ARGV[4], 'issue_end_ms', ARGV[5])
+  'issue_start_ms', ARGV[4], 'issue_end_ms', ARGV[5], 'expires_at_ms', ARGV[7])
 for i = 1, 4 do
   if i ~= 3 then
     redis.call('PEXPIREAT', KEYS[i], ARGV[7])

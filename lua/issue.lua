@@ -31,5 +31,12 @@ if issued >= tonumber(total) then
   return {3, issued}
 end
 redis.call('SADD', KEYS[1], ARGV[1])
+if issued == 0 then
+  -- The set is born with this first acceptance: it expires with the coupon.
+  local expires = redis.call('HGET', KEYS[3], 'expires_at_ms')
+  if expires then
+    redis.call('PEXPIREAT', KEYS[1], expires)
+  end
+end
 redis.call('XADD', KEYS[2], '*', 'ev', ARGV[2], 'pos', issued + 1)
 return {1, issued + 1}
