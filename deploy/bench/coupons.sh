@@ -30,7 +30,7 @@
 # start, between the parts and at the end. Never the machine's Redis on 6379.
 # Not a test: run it by hand.
 #
-#   deploy/bench/coupons.sh                                   # full (see BENCHMARKS.md for its time)
+#   deploy/bench/coupons.sh            # full: about 3 min on 2 cores before issue 11 (+ up to SALE_TIMEOUT per stuck sale)
 #   COUPONS="1 500" SPREAD_REQUESTS=100000 SETTLE=3 IDLE_SECONDS=10 deploy/bench/coupons.sh   # quick: ~1.5 min
 #   CONSUMER_ENV="STREAM_PARTITIONS=64" deploy/bench/coupons.sh      # extra consumer settings
 set -euo pipefail
