@@ -259,20 +259,36 @@ async fn an_event_read_two_days_after_its_coupon_ended_is_still_written() {
 }
 
 #[tokio::test]
-async fn a_users_set_that_expired_is_not_brought_back_by_the_ack() {
+async fn the_ack_puts_users_back_only_into_a_set_that_expires_with_its_coupon() {
     let stage = Stage::start().await;
-    let coupon = stage.open_coupons(1, 5).await[0];
-    stage.accept(coupon, 3).await;
-    // The coupon's state expires before the event is written.
-    let keys = stage.layout.coupon(id(coupon));
+    let coupons = stage.open_coupons(2, 5).await;
+    let (expired, lost) = (coupons[0], coupons[1]);
+    for coupon in coupons {
+        stage.accept(coupon, 3).await;
+    }
+    // One coupon's state expires before its event is written; the other's set
+    // alone is gone (its metadata stays).
     let mut redis = stage.redis.clone();
-    let _: i64 = redis.del(&[&keys.meta, &keys.issued]).await.unwrap();
+    let (gone, kept) = (stage.layout.coupon(id(expired)), stage.layout.coupon(id(lost)));
+    let _: i64 = redis.del(&[&gone.meta, &gone.issued]).await.unwrap();
+    let _: i64 = redis.del(&kept.issued).await.unwrap();
 
     let consumer = spawn::spawn_consumer(&stage.env, "c").await;
-    stage.wait_rows(coupon, &BTreeSet::from([3])).await;
+    stage.wait_rows(expired, &BTreeSet::from([3])).await;
+    stage.wait_rows(lost, &BTreeSet::from([3])).await;
     consumer.stop().await;
-    let left: i64 = redis.exists(&keys.issued).await.unwrap();
+    let left: i64 = redis.exists(&gone.issued).await.unwrap();
     assert_eq!(left, 0, "no issued set without metadata (it would never expire)");
+    let users: Vec<i64> = redis.smembers(&kept.issued).await.unwrap();
+    let (set_ttl, meta_ttl): (i64, i64) = (
+        redis.pttl(&kept.issued).await.unwrap(),
+        redis.pttl(&kept.meta).await.unwrap(),
+    );
+    assert_eq!(users, vec![3]);
+    assert!(
+        set_ttl > 0 && (meta_ttl - set_ttl).abs() < 5_000,
+        "{set_ttl} vs {meta_ttl}"
+    );
     stage.finish().await;
 }
 

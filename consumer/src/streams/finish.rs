@@ -12,14 +12,17 @@ const ACK_CHUNK: usize = 1000;
 
 /// Acks entries and re-adds their users to the coupon's issued set, but only
 /// while the coupon's metadata exists: a set re-created after the state expired
-/// would have no expiry, and one of a lost state is rebuilt from MySQL anyway.
+/// would never expire, and one of a lost state is rebuilt from MySQL anyway. A
+/// set this creates (or grows) expires with the metadata.
 /// KEYS: the events stream, the coupon's meta, its issued set (one slot).
 /// ARGV: the group, n, n entry ids, then the users.
 static ACK_WRITTEN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "local n = tonumber(ARGV[2]) \
-         if #ARGV > 2 + n and redis.call('EXISTS', KEYS[2]) == 1 then \
-           redis.call('SADD', KEYS[3], unpack(ARGV, 3 + n)) \
+         if #ARGV > 2 + n and redis.call('EXISTS', KEYS[2]) == 1 \
+            and redis.call('SADD', KEYS[3], unpack(ARGV, 3 + n)) > 0 then \
+           local ttl = redis.call('PTTL', KEYS[2]) \
+           if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end \
          end \
          return redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3, 2 + n))",
     )
