@@ -25,7 +25,6 @@ pub mod worker;
 pub use config::{Cli, Command, ConsumerConfig};
 pub use worker::{Settings, Worker};
 
-use shared::startup::Connections;
 use streams::Member;
 
 /// Why the consumer could not start (shared with the API).
@@ -33,7 +32,7 @@ pub use shared::startup::StartError;
 
 /// Connects to MySQL (migrating it) and Redis and builds the worker.
 pub async fn build(config: &ConsumerConfig) -> Result<Worker, StartError> {
-    let Connections { db, redis, layout } = shared::startup::connect(&config.common).await?;
+    let connections = shared::startup::connect(&config.common).await?;
     // The blocking reader must outwait its own BLOCK time.
     let read_timeout = config.block() + config.common.redis.timeout();
     let reader = shared::startup::redis_connection(&config.common, read_timeout).await?;
@@ -41,5 +40,5 @@ pub async fn build(config: &ConsumerConfig) -> Result<Worker, StartError> {
         group: config.consumer_group.clone(),
         name: config.name(),
     };
-    Ok(Worker::new(member, reader, redis, db, layout, Settings::from(config)))
+    Ok(Worker::new(member, reader, connections, Settings::from(config)))
 }

@@ -181,6 +181,15 @@ async fn xadd(redis: &mut RedisConn, stream: &str, event: &[u8], position: i64) 
         .unwrap()
 }
 
+/// Asserts that `key` expires with the coupon's metadata `meta`.
+async fn assert_expires_with(redis: &mut RedisConn, key: &str, meta: &str) {
+    let (ttl, meta_ttl): (i64, i64) = (redis.pttl(key).await.unwrap(), redis.pttl(meta).await.unwrap());
+    assert!(
+        ttl > 0 && (meta_ttl - ttl).abs() < 5_000,
+        "{key}: {ttl} ms, {meta}: {meta_ttl} ms"
+    );
+}
+
 /// Every stream key in the test's Redis.
 async fn streams(redis: &mut RedisConn) -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
@@ -280,15 +289,8 @@ async fn the_ack_puts_users_back_only_into_a_set_that_expires_with_its_coupon() 
     let left: i64 = redis.exists(&gone.issued).await.unwrap();
     assert_eq!(left, 0, "no issued set without metadata (it would never expire)");
     let users: Vec<i64> = redis.smembers(&kept.issued).await.unwrap();
-    let (set_ttl, meta_ttl): (i64, i64) = (
-        redis.pttl(&kept.issued).await.unwrap(),
-        redis.pttl(&kept.meta).await.unwrap(),
-    );
     assert_eq!(users, vec![3]);
-    assert!(
-        set_ttl > 0 && (meta_ttl - set_ttl).abs() < 5_000,
-        "{set_ttl} vs {meta_ttl}"
-    );
+    assert_expires_with(&mut redis, &kept.issued, &kept.meta).await;
     stage.finish().await;
 }
 
@@ -334,14 +336,7 @@ async fn dead_letters_go_to_their_coupons_partition_and_replay_from_there() {
         ])
     );
     // The failed mark expires with the coupon's state.
-    let (failed_ttl, meta_ttl): (i64, i64) = (
-        redis.pttl(&keys.failed).await.unwrap(),
-        redis.pttl(&keys.meta).await.unwrap(),
-    );
-    assert!(
-        failed_ttl > 0 && (meta_ttl - failed_ttl).abs() < 5_000,
-        "{failed_ttl} vs {meta_ttl}"
-    );
+    assert_expires_with(&mut redis, &keys.failed, &keys.meta).await;
     let (_, status) = stage.app.client.get(&format!("/coupons/{refused}/issues/1")).await;
     assert_eq!(status["status"], "failed", "{status}");
 

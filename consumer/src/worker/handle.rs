@@ -137,16 +137,7 @@ impl Worker {
             match decode_for(&self.layout, source, &entry) {
                 Ok(event) => items.push(Item { entry, event }),
                 Err((owner, reason)) => {
-                    let buried = dead_letter::bury(
-                        &mut self.conn,
-                        &self.layout,
-                        &self.member,
-                        (source, &entry),
-                        owner,
-                        &reason,
-                    )
-                    .await;
-                    if let Err(err) = buried {
+                    if let Err(err) = self.bury((source, &entry), owner, &reason).await {
                         entries.extend(items.into_iter().map(|item| item.entry));
                         entries.push(entry);
                         entries.extend(undecoded);
@@ -216,11 +207,21 @@ impl Worker {
             let item = &items[i];
             let (owner, reason) = (Owner::from(&item.event), DeadReason::from(refusal));
             let at = (source, &item.entry);
-            dead_letter::bury(&mut self.conn, &self.layout, &self.member, at, owner, &reason).await?;
+            self.bury(at, owner, &reason).await?;
             items.remove(i);
             outcome.dead_lettered += 1;
         }
         Ok(())
+    }
+
+    /// Buries entry `at` (of its source) with `reason` (see [`dead_letter::bury`]).
+    pub(super) async fn bury(
+        &mut self,
+        at: (Source, &Entry),
+        owner: Owner,
+        reason: &DeadReason,
+    ) -> redis::RedisResult<()> {
+        dead_letter::bury(&mut self.conn, &self.layout, &self.member, at, owner, reason).await
     }
 
     /// The MySQL transaction, with a span per event under the API request that

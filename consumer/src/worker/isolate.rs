@@ -7,7 +7,7 @@
 //! (each ended by a crash or a stall, never by a retry in memory) is it buried.
 
 use super::{Batch, Outcome, Worker, WorkerError};
-use crate::dead_letter::{self, DeadReason, Owner};
+use crate::dead_letter::{DeadReason, Owner};
 use crate::streams::{self, Entry, Source};
 use std::collections::{BTreeMap, HashMap};
 
@@ -57,15 +57,7 @@ impl Worker {
             return Ok(());
         }
         let (owner, reason) = (Owner::of(source, &entry), DeadReason::TooManyAttempts { attempts });
-        dead_letter::bury(
-            &mut self.conn,
-            &self.layout,
-            &self.member,
-            (source, &entry),
-            owner,
-            &reason,
-        )
-        .await?;
+        self.bury((source, &entry), owner, &reason).await?;
         batch.book.release(&entry.stream, [entry.id.as_str()]);
         outcome.dead_lettered += 1;
         Ok(())

@@ -69,8 +69,7 @@ impl Worker {
             } else {
                 let (at, owner) = ((origin.source, &item.entry), Owner::from(&item.event));
                 let reason = DeadReason::LostWithRedisState;
-                let buried = dead_letter::bury(&mut self.conn, &self.layout, &self.member, at, owner, &reason).await;
-                if let Err(err) = buried {
+                if let Err(err) = self.bury(at, owner, &reason).await {
                     items.push(item);
                     items.append(&mut lost);
                     return Err(err.into());

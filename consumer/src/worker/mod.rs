@@ -24,6 +24,7 @@
 use crate::config::ConsumerConfig;
 use crate::streams::{self, Entry, Group, Member, Source};
 use shared::redis_conn::RedisConn;
+use shared::startup::Connections;
 use shared::Layout;
 use sqlx::MySqlPool;
 use std::collections::BTreeSet;
@@ -139,14 +140,14 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(
-        member: Member,
-        reader: RedisConn,
-        conn: RedisConn,
-        db: MySqlPool,
-        layout: Layout,
-        settings: Settings,
-    ) -> Self {
+    /// A worker reading as `member`, blocking reads on `reader`, everything
+    /// else on `connections`.
+    pub fn new(member: Member, reader: RedisConn, connections: Connections, settings: Settings) -> Self {
+        let Connections {
+            db,
+            redis: conn,
+            layout,
+        } = connections;
         let now = Instant::now();
         Self {
             member,
