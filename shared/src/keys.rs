@@ -192,7 +192,13 @@ mod tests {
         let layout = Layout::new(16).unwrap();
         let keys = layout.coupon(id(42));
         assert_eq!(layout.partition_of(id(42)), 10);
-        for key in [&keys.issued, &keys.meta, &keys.failed, &keys.rebuild_lock, &keys.rebuild_set] {
+        for key in [
+            &keys.issued,
+            &keys.meta,
+            &keys.failed,
+            &keys.rebuild_lock,
+            &keys.rebuild_set,
+        ] {
             assert!(key.starts_with("coupon:{p10}:42:"), "{key}");
         }
         for key in [&keys.events, &keys.dead, &keys.attempts] {

@@ -214,6 +214,18 @@ impl BinProcess<Api> {
 
     /// As [`ApiProcess::spawn`], with more variables (e.g. the OTLP exporter's).
     pub async fn spawn_with(env: &Env, extra_env: &[(String, String)]) -> Self {
+        let api = Self::launch(env, extra_env).await;
+        crate::spawn::randomize_coupon_ids(&env.database_url).await;
+        api
+    }
+
+    /// Starts it again after a crash: on a database that has its coupons, and
+    /// without needing MySQL (which a fault may have taken away meanwhile).
+    pub async fn respawn(env: &Env) -> Self {
+        Self::launch(env, &[]).await
+    }
+
+    async fn launch(env: &Env, extra_env: &[(String, String)]) -> Self {
         let port = free_port();
         let mut command = binary_command("coupon-api", env);
         command
@@ -228,7 +240,6 @@ impl BinProcess<Api> {
             assert!(api.is_running(), "coupon-api exited:\n{}", api.log_tail(30));
             let health = api.client.http.get(format!("{}/healthz", api.client.base)).send().await;
             if health.is_ok_and(|r| r.status().is_success()) {
-                crate::spawn::randomize_coupon_ids(&env.database_url).await;
                 return api;
             }
             assert!(

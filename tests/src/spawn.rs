@@ -2,10 +2,10 @@
 
 use crate::client::Client;
 use crate::servers::PrivateRedis;
-use std::sync::Arc;
 use shared::config::{CommonConfig, DatabaseConfig, RedisConfig, TelemetryConfig};
 use sqlx::MySqlPool;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

@@ -196,7 +196,6 @@ async fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().await
 }
 
-
 /// The user of a stream entry, if it decodes.
 fn user_of(entry: &redis::streams::StreamId) -> Option<i64> {
     match entry.map.get("ev") {

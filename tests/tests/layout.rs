@@ -33,7 +33,10 @@ async fn a_coupons_redis_state_expires_after_its_retention_and_mysql_answers_for
 
     let mut redis = env.redis().await;
     let ttl: i64 = redis.pttl(keys(coupon).meta).await.unwrap();
-    assert!((1..=3_500).contains(&ttl), "the state expires 2 s after the period's end: {ttl} ms");
+    assert!(
+        (1..=3_500).contains(&ttl),
+        "the state expires 2 s after the period's end: {ttl} ms"
+    );
     wait::until(Duration::from_secs(10), "the coupon's keys to expire", || {
         let mut redis = redis.clone();
         async move {
@@ -49,7 +52,11 @@ async fn a_coupons_redis_state_expires_after_its_retention_and_mysql_answers_for
     let (status, body) = app.client.get(&format!("/coupons/{coupon}/issues/7")).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("issued")), "{body}");
     let (status, body) = app.client.issue(coupon, 8).await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("issue_period_ended")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("issue_period_ended")),
+        "{body}"
+    );
     let left: i64 = redis.exists(&[keys(coupon).meta, keys(coupon).issued]).await.unwrap();
     assert_eq!(left, 0, "no state was rebuilt for an expired coupon");
     consumer.stop().await;
@@ -67,6 +74,9 @@ async fn a_process_with_another_partition_count_than_the_deployments_refuses_to_
     assert!(err.to_string().contains("STREAM_PARTITIONS is 8"), "{err}");
     let mut consumer_config = spawn::consumer_config(&env, "c8");
     consumer_config.common.redis.stream_partitions = 8;
-    assert!(consumer::build(&consumer_config).await.is_err(), "the consumer refuses too");
+    assert!(
+        consumer::build(&consumer_config).await.is_err(),
+        "the consumer refuses too"
+    );
     app.finish(&env).await;
 }
