@@ -1,15 +1,15 @@
 -- Installs a coupon's Redis state from MySQL in one atomic step: its metadata
--- (which the issue script needs to accept anything) and its issued set.
+-- (which the issue script needs to accept anything) and its issued set, both
+-- expiring a retention after the issue period ends.
 --
--- KEYS[1] coupon:{id}:meta         HASH metadata; `incarnation` names the MySQL row
--- KEYS[2] coupon:{id}:issued       SET accepted users
--- KEYS[3] coupon:{id}:rebuild-set  SET MySQL's users, filled by the caller (may be absent)
--- KEYS[4] coupon:{id}:events       STREAM of issue events
--- KEYS[5] coupon:{id}:dead         STREAM of dead letters
--- KEYS[6] coupon:{id}:failed       HASH of users given up on
+-- KEYS[1] coupon:{p<n>}:<id>:meta         HASH metadata; `incarnation` names the MySQL row
+-- KEYS[2] coupon:{p<n>}:<id>:issued       SET accepted users
+-- KEYS[3] coupon:{p<n>}:<id>:rebuild-set  SET MySQL's users, filled by the caller (may be absent)
+-- KEYS[4] coupon:{p<n>}:<id>:failed       HASH users given up on
 -- ARGV[1] incarnation (the row's created_at, ms), ARGV[2] name,
 -- ARGV[3] total_quantity, ARGV[4] issue_start_ms, ARGV[5] issue_end_ms,
--- ARGV[6] 'new' (a coupon just created) or 'rebuild' (Redis lost its state)
+-- ARGV[6] 'new' (a coupon just created) or 'rebuild' (Redis lost its state),
+-- ARGV[7] when the state expires (unix ms)
 --
 -- Returns 1 when installed, 0 when this incarnation was installed already:
 -- another instance got there first and may be accepting users, so nothing of
@@ -23,7 +23,7 @@ end
 if current or ARGV[6] == 'new' then
   -- Another coupon's state under this id (its database was reset while Redis
   -- was not), or leftovers under an id MySQL just handed out: all stale.
-  redis.call('DEL', KEYS[2], KEYS[4], KEYS[5], KEYS[6])
+  redis.call('DEL', KEYS[2], KEYS[4])
 end
 if redis.call('EXISTS', KEYS[3]) == 1 then
   -- Union, not replace: a consumer that committed after the rebuild read MySQL
@@ -32,5 +32,10 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('DEL', KEYS[3])
 end
 redis.call('HSET', KEYS[1], 'incarnation', ARGV[1], 'name', ARGV[2], 'total_quantity', ARGV[3],
-  'issue_start_ms', ARGV[4], 'issue_end_ms', ARGV[5])
+  'issue_start_ms', ARGV[4], 'issue_end_ms', ARGV[5], 'expires_at_ms', ARGV[7])
+for i = 1, 4 do
+  if i ~= 3 then
+    redis.call('PEXPIREAT', KEYS[i], ARGV[7])
+  end
+end
 return 1

@@ -1,8 +1,9 @@
 -- The whole first-come-first-served decision, atomic in Redis.
 --
--- KEYS[1]  coupon:{id}:issued  SET of accepted user ids
--- KEYS[2]  coupon:{id}:events  STREAM the consumers read
--- KEYS[3]  coupon:{id}:meta    HASH with total_quantity; absent = state lost
+-- KEYS[1]  coupon:{p<n>}:<id>:issued  SET of accepted user ids
+-- KEYS[2]  events:{p<n>}               STREAM of the coupon's partition, read by the consumers
+-- KEYS[3]  coupon:{p<n>}:<id>:meta    HASH with total_quantity; absent = state lost
+--          (all three share the partition's hash tag: one cluster slot)
 -- ARGV[1]  user id
 -- ARGV[2]  the MessagePack issue event
 --
@@ -30,5 +31,12 @@ if issued >= tonumber(total) then
   return {3, issued}
 end
 redis.call('SADD', KEYS[1], ARGV[1])
+if issued == 0 then
+  -- The set is born with this first acceptance: it expires with the coupon.
+  local expires = redis.call('HGET', KEYS[3], 'expires_at_ms')
+  if expires then
+    redis.call('PEXPIREAT', KEYS[1], expires)
+  end
+end
 redis.call('XADD', KEYS[2], '*', 'ev', ARGV[2], 'pos', issued + 1)
 return {1, issued + 1}

@@ -15,6 +15,10 @@ pub struct Inner {
     /// Multiplexed, auto-reconnecting; every handler shares it.
     pub redis: RedisConn,
     pub db: MySqlPool,
+    /// Where each coupon's keys and partition stream are.
+    pub layout: shared::Layout,
+    /// How long a coupon's Redis state outlives its issue period.
+    pub retention: std::time::Duration,
     /// The memory tier of [`crate::lookup::coupon`].
     pub cache: CouponCache,
     pub script: IssueScript,
@@ -33,6 +37,14 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// Where coupon state goes and how long it stays.
+    pub fn placement(&self) -> crate::rebuild::Placement {
+        crate::rebuild::Placement {
+            layout: self.layout,
+            retention: self.retention,
+        }
+    }
+
     pub fn redis(&self) -> RedisConn {
         self.redis.clone()
     }

@@ -17,7 +17,7 @@ use crate::store::CouponDraft;
 use chrono::{DateTime, TimeZone, Utc};
 use redis::AsyncCommands;
 use shared::redis_conn::RedisConn;
-use shared::{Coupon, CouponId, CouponKeys};
+use shared::{Coupon, CouponId, CouponKeys, Layout};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -34,7 +34,7 @@ pub async fn coupon(app: &AppState, id: CouponId) -> Result<Arc<Cached>, ApiErro
     if let Some(coupon) = app.cache.recall(id)? {
         return Ok(coupon);
     }
-    if let Some(coupon) = read_meta(&mut app.redis(), id).await? {
+    if let Some(coupon) = read_meta(&mut app.redis(), id, &app.layout.coupon(id)).await? {
         return Ok(app.cache.remember(coupon));
     }
     let _one_at_a_time = app.cache.loading.lock().await;
@@ -65,8 +65,9 @@ impl std::ops::Deref for Cached {
 }
 
 /// The memory tier: known coupons and recently missing ids.
-#[derive(Default)]
 pub struct CouponCache {
+    /// Where each coupon's keys are.
+    layout: Layout,
     known: RwLock<HashMap<CouponId, Arc<Cached>>>,
     missing: RwLock<HashMap<CouponId, Instant>>,
     /// Serialises MySQL lookups so a burst of misses makes one query.
@@ -74,6 +75,15 @@ pub struct CouponCache {
 }
 
 impl CouponCache {
+    pub fn new(layout: Layout) -> Self {
+        Self {
+            layout,
+            known: RwLock::default(),
+            missing: RwLock::default(),
+            loading: tokio::sync::Mutex::default(),
+        }
+    }
+
     /// `Some` if known, [`ApiError::CouponNotFound`] if MySQL said so within
     /// [`MISSING_TTL`], `None` if memory cannot tell.
     fn recall(&self, id: CouponId) -> Result<Option<Arc<Cached>>, ApiError> {
@@ -92,7 +102,7 @@ impl CouponCache {
     /// Keeps `coupon` for good (and forgets that it was missing).
     pub fn remember(&self, coupon: Coupon) -> Arc<Cached> {
         let coupon = Arc::new(Cached {
-            keys: CouponKeys::new(coupon.id),
+            keys: self.layout.coupon(coupon.id),
             coupon,
         });
         let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
@@ -114,8 +124,8 @@ impl CouponCache {
 }
 
 /// The coupon as Redis stores it in its metadata hash, if the hash is there.
-async fn read_meta(redis: &mut RedisConn, id: CouponId) -> Result<Option<Coupon>, ApiError> {
-    let fields: HashMap<String, String> = redis.hgetall(&CouponKeys::new(id).meta).await?;
+async fn read_meta(redis: &mut RedisConn, id: CouponId, keys: &CouponKeys) -> Result<Option<Coupon>, ApiError> {
+    let fields: HashMap<String, String> = redis.hgetall(&keys.meta).await?;
     Ok(parse_meta(id, &fields))
 }
 

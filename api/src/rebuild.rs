@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use redis::AsyncCommands;
 use shared::lease::COMMIT_LEASE;
 use shared::redis_conn::RedisConn;
-use shared::{Coupon, CouponId, CouponKeys};
+use shared::{Coupon, CouponId, CouponKeys, Layout, LegacyKeys};
 use sqlx::MySqlPool;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -58,12 +58,39 @@ impl Mode {
 #[derive(Default)]
 pub struct Rebuilds(Mutex<HashMap<CouponId, watch::Receiver<bool>>>);
 
+/// Where a coupon's Redis state goes and how long it stays.
+#[derive(Clone, Copy, Debug)]
+pub struct Placement {
+    pub layout: Layout,
+    /// How long the state outlives the coupon's issue period.
+    pub retention: Duration,
+}
+
+impl Placement {
+    /// When the coupon's state expires (unix ms); at or before now, there is
+    /// nothing to write: the period ended longer ago than the retention.
+    fn expires_at_ms(&self, coupon: &Coupon) -> i64 {
+        let retention = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
+        coupon.issue_end.timestamp_millis().saturating_add(retention)
+    }
+
+    /// Whether the coupon's Redis state has (or would have) expired by now.
+    pub fn expired(&self, coupon: &Coupon) -> bool {
+        self.expires_at_ms(coupon) <= chrono::Utc::now().timestamp_millis()
+    }
+}
+
 /// Publishes a coupon MySQL just created. Another instance may have been asked
 /// for the new id first and rebuilt it (and be accepting users): then this
 /// changes nothing.
-pub async fn publish_new(redis: &mut RedisConn, db: &MySqlPool, coupon: &Coupon) -> Result<(), ApiError> {
+pub async fn publish_new(
+    redis: &mut RedisConn,
+    db: &MySqlPool,
+    placement: Placement,
+    coupon: &Coupon,
+) -> Result<(), ApiError> {
     let incarnation = incarnation(db, coupon.id).await?;
-    install(redis, coupon, incarnation, Mode::New).await
+    install(redis, placement, coupon, incarnation, Mode::New).await
 }
 
 /// Makes sure the coupon's Redis state is rebuilt from MySQL (starting the
@@ -90,7 +117,7 @@ pub async fn rebuild(app: &AppState, coupon: &Coupon) -> Result<(), ApiError> {
 
 /// The task: rebuild under the lock, or wait for the instance that holds it.
 async fn run(app: AppState, coupon: Coupon, done: watch::Sender<bool>) {
-    let keys = CouponKeys::new(coupon.id);
+    let keys = app.layout.coupon(coupon.id);
     let deadline = tokio::time::Instant::now() + GIVE_UP;
     let mut redis = app.redis();
     while tokio::time::Instant::now() < deadline {
@@ -114,7 +141,7 @@ async fn run(app: AppState, coupon: Coupon, done: watch::Sender<bool>) {
 /// One step: `true` once the metadata is there (written by us or another
 /// instance), `false` while another instance holds the lock.
 async fn attempt(app: &AppState, redis: &mut RedisConn, coupon: &Coupon, keys: &CouponKeys) -> Result<bool, ApiError> {
-    if redis.exists(&keys.meta).await? {
+    if app.placement().expired(coupon) || redis.exists(&keys.meta).await? {
         return Ok(true);
     }
     // Unique enough among instances: pid plus the current nanosecond.
@@ -148,6 +175,7 @@ async fn attempt(app: &AppState, redis: &mut RedisConn, coupon: &Coupon, keys: &
 /// Waits out the commit lease, reads MySQL's users under the coupon row's lock
 /// and installs them with the metadata.
 async fn refill(app: &AppState, redis: &mut RedisConn, coupon: &Coupon, keys: &CouponKeys) -> Result<(), ApiError> {
+    wait_for_legacy_drain(redis, coupon.id).await?;
     tokio::time::sleep(COMMIT_LEASE + LEASE_MARGIN).await;
     let mut tx = app.db.begin().await?;
     let incarnation: i64 = sqlx::query_scalar(
@@ -165,7 +193,12 @@ async fn refill(app: &AppState, redis: &mut RedisConn, coupon: &Coupon, keys: &C
     for chunk in users.chunks(CHUNK) {
         let _: () = redis.sadd(&keys.rebuild_set, chunk).await?;
     }
-    install(redis, coupon, incarnation, Mode::Rebuild).await?;
+    install(redis, app.placement(), coupon, incarnation, Mode::Rebuild).await?;
+    // The layout before partitions kept these; MySQL now holds all they said.
+    let legacy = LegacyKeys::new(coupon.id);
+    for key in [&legacy.meta, &legacy.issued] {
+        let _: () = redis.del(key).await?;
+    }
     metrics::counter!(shared::metrics::STATE_REBUILDS).increment(1);
     tracing::info!(coupon = %coupon.id, restored_users = users.len(), "coupon state written to Redis from MySQL");
     Ok(())
@@ -180,14 +213,21 @@ async fn incarnation(db: &MySqlPool, id: CouponId) -> Result<i64, sqlx::Error> {
         .await
 }
 
-async fn install(redis: &mut RedisConn, coupon: &Coupon, incarnation: i64, mode: Mode) -> Result<(), ApiError> {
-    let keys = CouponKeys::new(coupon.id);
+async fn install(
+    redis: &mut RedisConn,
+    placement: Placement,
+    coupon: &Coupon,
+    incarnation: i64,
+    mode: Mode,
+) -> Result<(), ApiError> {
+    if placement.expired(coupon) {
+        return Ok(());
+    }
+    let keys = placement.layout.coupon(coupon.id);
     let _: i64 = redis::Script::new(INSTALL)
         .key(&keys.meta)
         .key(&keys.issued)
         .key(&keys.rebuild_set)
-        .key(&keys.events)
-        .key(&keys.dead)
         .key(&keys.failed)
         .arg(incarnation)
         .arg(&coupon.name)
@@ -195,8 +235,22 @@ async fn install(redis: &mut RedisConn, coupon: &Coupon, incarnation: i64, mode:
         .arg(coupon.issue_start.timestamp_millis())
         .arg(coupon.issue_end.timestamp_millis())
         .arg(mode.arg())
+        .arg(placement.expires_at_ms(coupon))
         .invoke_async(redis)
         .await?;
+    Ok(())
+}
+
+/// Waits until the coupon's stream of the layout before partitions (if an
+/// upgrade left one) is read and acked to the end: its events are accepted
+/// requests that must be in MySQL before MySQL's users are installed. The
+/// consumers drain and then delete it.
+async fn wait_for_legacy_drain(redis: &mut RedisConn, coupon: CouponId) -> Result<(), ApiError> {
+    let legacy = LegacyKeys::new(coupon);
+    while redis.exists(&legacy.events).await? {
+        tracing::info!(%coupon, stream = %legacy.events, "waiting for the consumers to drain the coupon's legacy stream");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
 }
 

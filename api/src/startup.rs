@@ -23,11 +23,13 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: &ApiConfig) -> Result<Self, StartError> {
-        let Connections { db, redis } = shared::startup::connect(&config.common).await?;
+        let Connections { db, redis, layout } = shared::startup::connect(&config.common).await?;
         let state = AppState(Arc::new(Inner {
             redis,
             db,
-            cache: CouponCache::default(),
+            layout,
+            retention: config.retention(),
+            cache: CouponCache::new(layout),
             script: IssueScript::default(),
             admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
             metrics: shared::metrics::install(),

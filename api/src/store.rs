@@ -52,3 +52,11 @@ pub async fn issued_at(db: &MySqlPool, coupon: CouponId, user: UserId) -> Result
         .fetch_optional(db)
         .await
 }
+
+/// The coupon's `issued_quantity` as MySQL counts it (rows written).
+pub async fn issued_quantity(db: &MySqlPool, coupon: CouponId) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT issued_quantity FROM coupons WHERE id = ?")
+        .bind(coupon.get())
+        .fetch_one(db)
+        .await
+}

@@ -39,7 +39,9 @@ fn router(admin_token: Option<&str>) -> Router {
     let state = AppState(Arc::new(Inner {
         redis,
         db,
-        cache: CouponCache::default(),
+        layout: shared::Layout::default(),
+        retention: Duration::from_secs(3600),
+        cache: CouponCache::new(shared::Layout::default()),
         script: IssueScript::default(),
         admin_token: admin_token.map(String::from),
         metrics: shared::metrics::install(),

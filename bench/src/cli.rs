@@ -254,7 +254,7 @@ fn seconds(secs: f64, name: &'static str) -> Result<Duration, CliError> {
 /// The current Unix time in milliseconds × 1,000,000: runs started a millisecond
 /// apart with fewer than a million users each never share a user id, and the
 /// value stays below `i64::MAX` until the year 2262.
-fn default_user_offset() -> i64 {
+pub fn default_user_offset() -> i64 {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())

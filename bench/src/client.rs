@@ -167,12 +167,24 @@ impl Api {
 
     /// `POST /coupons`: a coupon open from a minute ago to an hour from now.
     pub async fn create_coupon(&self, token: &str, name: &str, quantity: i64) -> Result<i64, ApiError> {
+        self.create_coupon_open_for(token, name, quantity, chrono::Duration::hours(1))
+            .await
+    }
+
+    /// `POST /coupons`: a coupon open from a minute ago to `open_for` from now.
+    pub async fn create_coupon_open_for(
+        &self,
+        token: &str,
+        name: &str,
+        quantity: i64,
+        open_for: chrono::Duration,
+    ) -> Result<i64, ApiError> {
         let now = Utc::now();
         let body = serde_json::json!({
             "name": name,
             "total_quantity": quantity,
             "issue_start": (now - chrono::Duration::minutes(1)).to_rfc3339_opts(SecondsFormat::Millis, true),
-            "issue_end": (now + chrono::Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Millis, true),
+            "issue_end": (now + open_for).to_rfc3339_opts(SecondsFormat::Millis, true),
         });
         let mut request = Request::new(Full::new(Bytes::from(body.to_string())));
         *request.method_mut() = Method::POST;

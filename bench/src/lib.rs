@@ -27,9 +27,12 @@
 //! - [`sale`]: the whole run, from the coupons to the verdict.
 //! - [`report`]: the summary, for people and as JSON.
 //! - [`program`]: what the binaries share: the runtime, the exit status, the JSON file.
+//! - [`fleet`]: `coupon-fleet` (`src/bin/`): many coupons at once, for
+//!   `deploy/bench/coupons.sh`.
 
 pub mod cli;
 pub mod client;
+pub mod fleet;
 pub mod load;
 pub mod mysql;
 pub mod mysql_phase;

@@ -18,12 +18,12 @@ pub struct Cli {
 /// Operator commands; without one, the consumer runs.
 #[derive(Subcommand, Clone, Debug)]
 pub enum Command {
-    /// List the dead letters of a coupon (or of every active coupon) as JSON lines.
+    /// List the dead letters of a coupon (or of every coupon) as JSON lines.
     ListDeadLetters {
         #[arg(long)]
         coupon: Option<i64>,
     },
-    /// Put a coupon's dead letters back on its stream (all, or one entry id).
+    /// Put a coupon's dead letters back on its partition stream (all, or one entry id).
     ReplayDeadLetters {
         #[arg(long)]
         coupon: i64,
@@ -44,7 +44,8 @@ pub struct ConsumerConfig {
     /// Where the consumer serves `/metrics` and `/healthz`.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
-    /// Entries read per XREADGROUP and written per MySQL transaction (1 to 1000).
+    /// Entries read per XREADGROUP from each partition stream (1 to 1000); a
+    /// batch holds at most this many per partition.
     #[arg(long, env = "BATCH_SIZE", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub batch_size: u32,
     /// How long one XREADGROUP blocks waiting for entries (ms).
@@ -57,9 +58,10 @@ pub struct ConsumerConfig {
     /// more than this many times too, it goes to the dead-letter stream.
     #[arg(long, env = "MAX_DELIVERIES", default_value_t = 5)]
     pub max_deliveries: u64,
-    /// How often the list of active coupon streams is re-read (ms).
-    #[arg(long, env = "REFRESH_MS", default_value_t = 1000)]
-    pub refresh_ms: u64,
+    /// How often streams of the layout before partitions (an upgrade's
+    /// leftovers, drained then deleted) are looked for, until a look finds none (ms).
+    #[arg(long, env = "LEGACY_SCAN_MS", default_value_t = 60_000)]
+    pub legacy_scan_ms: u64,
     #[command(flatten)]
     pub common: CommonConfig,
 }
@@ -82,8 +84,8 @@ impl ConsumerConfig {
         Duration::from_millis(self.claim_idle_ms)
     }
 
-    pub fn refresh(&self) -> Duration {
-        Duration::from_millis(self.refresh_ms)
+    pub fn legacy_scan(&self) -> Duration {
+        Duration::from_millis(self.legacy_scan_ms)
     }
 
     /// The effective configuration for the start-up log line, secrets masked.
@@ -96,6 +98,7 @@ impl ConsumerConfig {
             ("block_ms", &self.block_ms),
             ("claim_idle_ms", &self.claim_idle_ms),
             ("max_deliveries", &self.max_deliveries),
+            ("legacy_scan_ms", &self.legacy_scan_ms),
         ])
     }
 }

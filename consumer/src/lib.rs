@@ -1,13 +1,15 @@
 //! `coupon-consumer`: the issuing worker of coupon-rush.
 //!
-//! A member of a Redis Streams consumer group: it reads the active coupons'
-//! event streams in batches, writes each batch to MySQL in one idempotent,
-//! quantity-guarded transaction per coupon, then acks. Entries of dead or stuck
-//! members are reclaimed; entries that cannot be written go to a dead-letter stream.
+//! A member of a Redis Streams consumer group: it reads the fixed set of
+//! partition streams (every coupon maps to one) in batches, writes each batch to
+//! MySQL in one idempotent, quantity-guarded transaction per coupon, then acks.
+//! Entries of dead or stuck members are reclaimed; entries that cannot be
+//! written go to their partition's dead-letter stream. Streams of the layout
+//! before partitions, left by an upgrade, are drained and deleted.
 //!
 //! # Layout
 //! - [`worker`]: the step (`fetch` + `handle`) and the loop with backoff.
-//! - [`streams`]: group, read, ack, reclaim, keep-alive and trim commands.
+//! - [`streams`]: group, read, ack, reclaim, keep-alive, trim and scan commands.
 //! - [`store`]: the MySQL transaction.
 //! - [`dead_letter`]: burying entries, listing and replaying them.
 //! - [`ops_server`]: `/metrics` and `/healthz`.
@@ -23,7 +25,6 @@ pub mod worker;
 pub use config::{Cli, Command, ConsumerConfig};
 pub use worker::{Settings, Worker};
 
-use shared::startup::Connections;
 use streams::Member;
 
 /// Why the consumer could not start (shared with the API).
@@ -31,7 +32,7 @@ pub use shared::startup::StartError;
 
 /// Connects to MySQL (migrating it) and Redis and builds the worker.
 pub async fn build(config: &ConsumerConfig) -> Result<Worker, StartError> {
-    let Connections { db, redis } = shared::startup::connect(&config.common).await?;
+    let connections = shared::startup::connect(&config.common).await?;
     // The blocking reader must outwait its own BLOCK time.
     let read_timeout = config.block() + config.common.redis.timeout();
     let reader = shared::startup::redis_connection(&config.common, read_timeout).await?;
@@ -39,5 +40,5 @@ pub async fn build(config: &ConsumerConfig) -> Result<Worker, StartError> {
         group: config.consumer_group.clone(),
         name: config.name(),
     };
-    Ok(Worker::new(member, reader, redis, db, Settings::from(config)))
+    Ok(Worker::new(member, reader, connections, Settings::from(config)))
 }

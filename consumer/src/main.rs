@@ -50,27 +50,18 @@ async fn operate(config: &consumer::ConsumerConfig, command: Command) -> anyhow:
     let mut conn = shared::redis_conn::connect(&config.common.redis, config.common.redis.timeout())
         .await
         .context("connecting to Redis")?;
+    let layout = config.common.redis.layout();
+    shared::startup::check_layout(&mut conn, layout).await?;
     match command {
         Command::ListDeadLetters { coupon } => {
-            let coupons = match coupon {
-                Some(id) => vec![CouponId::new(id).context("coupon id")?],
-                None => {
-                    let db =
-                        shared::db::connect_and_migrate(&config.common.database, std::time::Duration::from_secs(10))
-                            .await
-                            .context("connecting to MySQL")?;
-                    consumer::store::active_coupons(&db).await?
-                }
-            };
-            for id in coupons {
-                for letter in dead_letter::list(&mut conn, id).await? {
-                    println!("{}", serde_json::to_string(&letter)?);
-                }
+            let coupon = coupon.map(CouponId::new).transpose().context("coupon id")?;
+            for letter in dead_letter::list(&mut conn, &layout, coupon).await? {
+                println!("{}", serde_json::to_string(&letter)?);
             }
         }
         Command::ReplayDeadLetters { coupon, id } => {
             let coupon = CouponId::new(coupon).context("coupon id")?;
-            let replayed = dead_letter::replay(&mut conn, coupon, id.as_deref()).await?;
+            let replayed = dead_letter::replay(&mut conn, &layout, coupon, id.as_deref()).await?;
             println!("replayed {replayed} dead letter(s) of coupon {coupon}");
         }
     }

@@ -10,32 +10,6 @@ use sqlx::{MySqlPool, QueryBuilder};
 use std::borrow::Borrow;
 use std::collections::HashSet;
 
-/// How long after its issue period a coupon's stream is still read: entries
-/// accepted just before the end may still be pending.
-const READ_AFTER_END_HOURS: i64 = 24;
-
-/// The coupons whose streams consumers read: those whose issue period ended less
-/// than [`READ_AFTER_END_HOURS`] ago (or not at all).
-pub async fn active_coupons(db: &MySqlPool) -> Result<Vec<CouponId>, sqlx::Error> {
-    let cutoff = Utc::now() - chrono::Duration::hours(READ_AFTER_END_HOURS);
-    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM coupons WHERE issue_end > ? ORDER BY id")
-        .bind(cutoff)
-        .fetch_all(db)
-        .await?;
-    Ok(ids
-        .into_iter()
-        .filter_map(|id| match CouponId::new(id) {
-            Ok(id) => Some(id),
-            Err(err) => {
-                // The API never creates one (AUTO_INCREMENT starts at 1), and no
-                // request could name it: its stream can hold no event.
-                tracing::warn!(id, %err, "skipping a coupon row whose id is not a valid coupon id");
-                None
-            }
-        })
-        .collect())
-}
-
 /// Why an event can never be written; it goes to the dead-letter stream (as a
 /// `dead_letter::DeadReason`, which names it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,6 +7,12 @@
 # BENCHMARKS.md with BENCH_RECORD=1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+
+# Key names of the partitioned layout (shared/src/keys.rs): coupon c lives in
+# partition c mod STREAM_PARTITIONS, under that partition's hash tag.
+PARTITIONS=${STREAM_PARTITIONS:-16}
+ckey() { echo "coupon:{p$(( $1 % PARTITIONS ))}:$1:$2"; }
+pstream() { echo "events:{p$(( $1 % PARTITIONS ))}"; }
 DURATION_REQS=${DURATION_REQS:-200000}
 CONNS=${CONNS:-64}
 work=$(mktemp -d /tmp/coupon-cluster-bench.XXXX)
@@ -37,7 +43,7 @@ for p in "${ports[@]}"; do redis-cli -p "$p" script load "$(cat lua/issue.lua)" 
 # Three coupon ids whose hash tags land on three different masters.
 declare -A owner; coupons=()
 for id in $(seq 1 200); do
-  slot=$(redis-cli -p "${ports[0]}" cluster keyslot "coupon:{$id}:events")
+  slot=$(redis-cli -p "${ports[0]}" cluster keyslot "$(pstream "$id")")
   node=$(redis-cli -p "${ports[0]}" cluster nodes | awk -v s="$slot" '$3 ~ /master/ { for (i = 9; i <= NF; i++) { split($i, r, "-"); if (r[2] == "") r[2] = r[1]; if (s >= r[1] && s <= r[2]) print $2 } }' | cut -d@ -f1)
   if [ -z "${owner[$node]:-}" ]; then owner[$node]=$id; coupons+=("$id:${node##*:}"); fi
   [ ${#coupons[@]} -eq 3 ] && break
@@ -45,11 +51,11 @@ done
 
 script_rps() { # id port -> requests/s of the issue script on that coupon's shard
   local id=$1 port=$2
-  redis-cli -p "$port" hset "coupon:{$id}:meta" total_quantity 1000000000000 >/dev/null
+  redis-cli -p "$port" hset "$(ckey "$id" meta)" total_quantity 1000000000000 >/dev/null
   redis-benchmark -p "$port" -c "$CONNS" -n "$DURATION_REQS" -r 1000000000 -q \
-    evalsha "$sha" 3 "coupon:{$id}:issued" "coupon:{$id}:events" "coupon:{$id}:meta" __rand_int__ payload \
+    evalsha "$sha" 3 "$(ckey "$id" issued)" "$(pstream "$id")" "$(ckey "$id" meta)" __rand_int__ payload \
     | tr '\r' '\n' | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1
-  redis-cli -p "$port" del "coupon:{$id}:issued" "coupon:{$id}:events" >/dev/null
+  redis-cli -p "$port" del "$(ckey "$id" issued)" "$(pstream "$id")" >/dev/null
 }
 first=${coupons[0]}
 one=$(script_rps "${first%%:*}" "${first##*:}")

@@ -34,6 +34,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+# Key names of the partitioned layout (shared/src/keys.rs): coupon c lives in
+# partition c mod STREAM_PARTITIONS, under that partition's hash tag.
+PARTITIONS=${STREAM_PARTITIONS:-16}
+ckey() { echo "coupon:{p$(( $1 % PARTITIONS ))}:$1:$2"; }
+pstream() { echo "events:{p$(( $1 % PARTITIONS ))}"; }
+
 REDIS_PORT=${REDIS_PORT:-6390}
 API_PORT=${API_PORT:-8090}
 CEILING_PORT=${CEILING_PORT:-8091}
@@ -196,8 +202,8 @@ create_coupon() { # name quantity -> id
 HUGE=1000000000000
 API_COUPON=$(create_coupon "bench http" "$HUGE")
 record "curl -X POST $API_URL/coupons -H 'Authorization: Bearer ...' -d '{\"name\":\"bench http\",\"total_quantity\":$HUGE,...}'   # -> coupon $API_COUPON"
-run redis-cli -p "$REDIS_PORT" HSET "coupon:{$CEILING_COUPON}:meta" total_quantity "$HUGE" >/dev/null
-run redis-cli -p "$REDIS_PORT" HSET "coupon:{$RB_COUPON}:meta" total_quantity "$HUGE" >/dev/null
+run redis-cli -p "$REDIS_PORT" HSET "$(ckey "$CEILING_COUPON" meta)" total_quantity "$HUGE" >/dev/null
+run redis-cli -p "$REDIS_PORT" HSET "$(ckey "$RB_COUPON" meta)" total_quantity "$HUGE" >/dev/null
 
 # ------------------------------------------------- (a) redis-benchmark ------
 log "(a) redis-benchmark: EVALSHA issue.lua, -c $CONNECTIONS, -n $RB_REQUESTS, random users"
@@ -205,10 +211,10 @@ sha=$(rcli -x SCRIPT LOAD <lua/issue.lua)
 [ "$sha" = "$(sha1sum lua/issue.lua | cut -d' ' -f1)" ] || die "the loaded script's SHA is not lua/issue.lua's"
 payload=$(head -c "$event_bytes" /dev/zero | tr '\0' 'e')
 run redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CONNECTIONS" -n "$RB_REQUESTS" -r 1000000000 --csv \
-  EVALSHA "$sha" 3 "coupon:{$RB_COUPON}:issued" "coupon:{$RB_COUPON}:events" "coupon:{$RB_COUPON}:meta" \
+  EVALSHA "$sha" 3 "$(ckey "$RB_COUPON" issued)" "$(pstream "$RB_COUPON")" "$(ckey "$RB_COUPON" meta)" \
   __rand_int__ "$payload" >"$OUT/redis-benchmark.csv"
-fact rb_accepted "$(rcli SCARD "coupon:{$RB_COUPON}:issued")"
-rcli UNLINK "coupon:{$RB_COUPON}:issued" "coupon:{$RB_COUPON}:events" >/dev/null
+fact rb_accepted "$(rcli SCARD "$(ckey "$RB_COUPON" issued)")"
+rcli UNLINK "$(ckey "$RB_COUPON" issued)" "$(pstream "$RB_COUPON")" >/dev/null
 
 # ---------------------------------------------------- (b) HTTP, A B A B -----
 # Samples a process's resident memory (KiB) every 0.25 s into a file until killed.
@@ -250,7 +256,7 @@ run "$BIN/coupon-bench" --api-url "$API_URL" --coupon "$API_COUPON" --users 1000
 # The HTTP coupons are done: end the API coupon's period (so consumers never read
 # it) and drop both coupons' big sets and streams.
 sql "$DB_NAME" -e "UPDATE coupons SET issue_start = NOW(3) - INTERVAL 3 DAY, issue_end = NOW(3) - INTERVAL 2 DAY WHERE id = $API_COUPON"
-for c in "$API_COUPON" "$CEILING_COUPON"; do rcli UNLINK "coupon:{$c}:issued" "coupon:{$c}:events" >/dev/null; done
+for c in "$API_COUPON" "$CEILING_COUPON"; do rcli UNLINK "$(ckey "$c" issued)" "$(pstream "$c")" >/dev/null; done
 
 # --------------------------------------------------- (c, d) the drain -------
 start_consumers() { # count tag
@@ -310,11 +316,11 @@ drain() { # consumers
   fact "drain${k}_accepted" "$accepted"
   fact "drain${k}_accept_rps" "$(jq -r .throughput_rps "$OUT/accept-$k.json")"
   if [ "$k" = 1 ]; then
-    fact mem_set_bytes "$(memory_of "coupon:{$coupon}:issued")"
-    fact mem_set_encoding "$(rcli OBJECT ENCODING "coupon:{$coupon}:issued")"
-    fact mem_set_card "$(rcli SCARD "coupon:{$coupon}:issued")"
-    fact mem_stream_before_bytes "$(memory_of "coupon:{$coupon}:events")"
-    fact mem_stream_before_len "$(rcli XLEN "coupon:{$coupon}:events")"
+    fact mem_set_bytes "$(memory_of "$(ckey "$coupon" issued)")"
+    fact mem_set_encoding "$(rcli OBJECT ENCODING "$(ckey "$coupon" issued)")"
+    fact mem_set_card "$(rcli SCARD "$(ckey "$coupon" issued)")"
+    fact mem_stream_before_bytes "$(memory_of "$(pstream "$coupon")")"
+    fact mem_stream_before_len "$(rcli XLEN "$(pstream "$coupon")")"
   fi
   before_ins=$(com_insert)
   record "# then: start $k coupon-consumer(s) as below and poll SELECT issued_quantity FROM coupons WHERE id = $coupon every 0.1 s"
@@ -347,9 +353,9 @@ drain() { # consumers
   if [ "$k" = 1 ]; then
     log "(d) waiting 6 s for the consumer's stream trim (every 5 s)"
     sleep 6
-    fact mem_stream_after_bytes "$(memory_of "coupon:{$coupon}:events")"
-    fact mem_stream_after_len "$(rcli XLEN "coupon:{$coupon}:events")"
-    fact mem_set_after_bytes "$(memory_of "coupon:{$coupon}:issued")"
+    fact mem_stream_after_bytes "$(memory_of "$(pstream "$coupon")")"
+    fact mem_stream_after_len "$(rcli XLEN "$(pstream "$coupon")")"
+    fact mem_set_after_bytes "$(memory_of "$(ckey "$coupon" issued)")"
   fi
   stop_consumers
 }

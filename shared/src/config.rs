@@ -1,6 +1,7 @@
 //! Configuration both binaries share, read from the environment or flags (clap),
 //! with the contract's variable names and defaults.
 
+use crate::keys::Layout;
 use clap::Args;
 use std::fmt::Display;
 use std::time::Duration;
@@ -18,9 +19,20 @@ pub struct RedisConfig {
     /// How long a Redis command may take before the caller gives up (ms).
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 1000)]
     pub redis_timeout_ms: u64,
+    /// Partition streams the issue events are spread over (coupon id mod this);
+    /// fixed for a deployment: every process checks it against Redis at start.
+    #[arg(long, env = "STREAM_PARTITIONS", default_value_t = Layout::DEFAULT_PARTITIONS,
+          value_parser = clap::value_parser!(u16).range(1..=i64::from(Layout::MAX_PARTITIONS)))]
+    pub stream_partitions: u16,
 }
 
 impl RedisConfig {
+    /// How coupons map to partition streams.
+    pub fn layout(&self) -> Layout {
+        #[allow(clippy::expect_used)]
+        Layout::new(u32::from(self.stream_partitions)).expect("clap bounds STREAM_PARTITIONS to the layout's range")
+    }
+
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
     }
@@ -91,9 +103,10 @@ impl CommonConfig {
     /// The effective configuration for the start-up log line: a binary's `own`
     /// settings, then the common ones, as `name=value` pairs with secrets masked.
     pub fn summary(&self, own: &[(&str, &dyn Display)]) -> String {
-        let common: [(&str, &dyn Display); 6] = [
+        let common: [(&str, &dyn Display); 7] = [
             ("redis_url", &self.redis.describe()),
             ("redis_timeout_ms", &self.redis.redis_timeout_ms),
+            ("stream_partitions", &self.redis.stream_partitions),
             ("database_url", &mask_url(&self.database.database_url)),
             ("database_max_connections", &self.database.database_max_connections),
             (
@@ -132,6 +145,7 @@ mod tests {
                 redis_url: "redis://127.0.0.1:6379".into(),
                 redis_cluster_urls: None,
                 redis_timeout_ms: 1000,
+                stream_partitions: 16,
             },
             database: DatabaseConfig {
                 database_url: "mysql://root:s3cret@db/coupon".into(),
@@ -146,7 +160,7 @@ mod tests {
         let summary = common.summary(&[("listen_addr", &":0"), ("admin_token", &"set")]);
         assert_eq!(
             summary,
-            "listen_addr=:0 admin_token=set redis_url=redis://127.0.0.1:6379 redis_timeout_ms=1000 \
+            "listen_addr=:0 admin_token=set redis_url=redis://127.0.0.1:6379 redis_timeout_ms=1000 stream_partitions=16 \
              database_url=mysql://root:***@db/coupon database_max_connections=8 otlp_endpoint=unset otlp_protocol=grpc"
         );
     }

@@ -23,9 +23,9 @@ pub const EVENTS_PROCESSED: &str = "coupon_consumer_events_total";
 pub const BATCH_SIZE: &str = "coupon_consumer_batch_size";
 /// Latency of one MySQL batch transaction.
 pub const MYSQL_WRITE_DURATION: &str = "coupon_consumer_mysql_write_duration_seconds";
-/// Entries in a coupon's stream, labelled `coupon`.
+/// Entries in a partition stream, labelled `partition`.
 pub const STREAM_LENGTH: &str = "coupon_stream_length";
-/// Entries delivered but not acked in a coupon's stream, labelled `coupon`.
+/// Entries delivered but not acked in a partition stream, labelled `partition`.
 pub const STREAM_PENDING: &str = "coupon_stream_pending";
 /// Entries moved to a dead-letter stream, labelled `reason`.
 pub const DEAD_LETTERS: &str = "coupon_dead_letters_total";

@@ -3,6 +3,7 @@
 
 use crate::config::CommonConfig;
 use crate::db::{self, DbSetupError};
+use crate::keys::{Layout, LAYOUT_KEY};
 use crate::redis_conn::{self, RedisConn};
 use sqlx::MySqlPool;
 use std::time::Duration;
@@ -19,6 +20,12 @@ pub enum StartError {
     Redis(#[from] redis::RedisError),
     #[error("binding {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
+    #[error(
+        "STREAM_PARTITIONS is {configured} but this Redis was set up with {recorded}: \
+         every process of a deployment must use the same count (changing it moves \
+         coupons to other partitions; see the README)"
+    )]
+    Layout { configured: u16, recorded: String },
 }
 
 /// What both binaries connect to at start.
@@ -27,14 +34,38 @@ pub struct Connections {
     pub db: MySqlPool,
     /// A Redis connection whose commands time out after `REDIS_TIMEOUT_MS`.
     pub redis: RedisConn,
+    /// The partition layout, checked against the one Redis recorded.
+    pub layout: Layout,
 }
 
 /// Creates and migrates the database, then connects to Redis, waiting up to
 /// [`START_WAIT`] for each to come up.
 pub async fn connect(config: &CommonConfig) -> Result<Connections, StartError> {
     let db = db::connect_and_migrate(&config.database, START_WAIT).await?;
-    let redis = redis_connection(config, config.redis.timeout()).await?;
-    Ok(Connections { db, redis })
+    let mut redis = redis_connection(config, config.redis.timeout()).await?;
+    let layout = config.redis.layout();
+    check_layout(&mut redis, layout).await?;
+    Ok(Connections { db, redis, layout })
+}
+
+/// Records the partition count at the first start of a deployment and refuses
+/// to run with another one: events written to partitions nobody reads, or a
+/// coupon's keys looked up under another partition, would break every guarantee.
+pub async fn check_layout(redis: &mut RedisConn, layout: Layout) -> Result<(), StartError> {
+    let _: Option<String> = redis::cmd("SET")
+        .arg(LAYOUT_KEY)
+        .arg(layout.partitions())
+        .arg("NX")
+        .query_async(redis)
+        .await?;
+    let recorded: Option<String> = redis::cmd("GET").arg(LAYOUT_KEY).query_async(redis).await?;
+    match recorded {
+        Some(recorded) if recorded != layout.partitions().to_string() => Err(StartError::Layout {
+            configured: layout.partitions(),
+            recorded,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// One more Redis connection with its own `response_timeout` (a blocking reader

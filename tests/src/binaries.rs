@@ -134,7 +134,6 @@ pub struct ConsumerOptions {
     pub batch_size: u32,
     pub block_ms: u64,
     pub claim_idle_ms: u64,
-    pub refresh_ms: u64,
     pub max_deliveries: u64,
     pub rust_log: String,
     /// More variables, e.g. the OpenTelemetry exporter's.
@@ -147,7 +146,6 @@ impl Default for ConsumerOptions {
             batch_size: 32,
             block_ms: 200,
             claim_idle_ms: 1500,
-            refresh_ms: 200,
             max_deliveries: 5,
             rust_log: "info".into(),
             extra_env: Vec::new(),
@@ -173,7 +171,6 @@ impl BinProcess<Consumer> {
             .env("BATCH_SIZE", options.batch_size.to_string())
             .env("BLOCK_MS", options.block_ms.to_string())
             .env("CLAIM_IDLE_MS", options.claim_idle_ms.to_string())
-            .env("REFRESH_MS", options.refresh_ms.to_string())
             .env("MAX_DELIVERIES", options.max_deliveries.to_string())
             .env("RUST_LOG", &options.rust_log)
             .envs(options.extra_env.iter().map(|(k, v)| (k, v)));
@@ -217,6 +214,18 @@ impl BinProcess<Api> {
 
     /// As [`ApiProcess::spawn`], with more variables (e.g. the OTLP exporter's).
     pub async fn spawn_with(env: &Env, extra_env: &[(String, String)]) -> Self {
+        let api = Self::launch(env, extra_env).await;
+        crate::spawn::randomize_coupon_ids(&env.database_url).await;
+        api
+    }
+
+    /// Starts it again after a crash: on a database that has its coupons, and
+    /// without needing MySQL (which a fault may have taken away meanwhile).
+    pub async fn respawn(env: &Env) -> Self {
+        Self::launch(env, &[]).await
+    }
+
+    async fn launch(env: &Env, extra_env: &[(String, String)]) -> Self {
         let port = free_port();
         let mut command = binary_command("coupon-api", env);
         command
@@ -231,7 +240,6 @@ impl BinProcess<Api> {
             assert!(api.is_running(), "coupon-api exited:\n{}", api.log_tail(30));
             let health = api.client.http.get(format!("{}/healthz", api.client.base)).send().await;
             if health.is_ok_and(|r| r.status().is_success()) {
-                crate::spawn::randomize_coupon_ids(&env.database_url).await;
                 return api;
             }
             assert!(

@@ -34,7 +34,7 @@ pub const CONSUMER_GROUP: &str = "coupon-issuers";
 
 /// The Redis keys of a coupon, by the id the API gave it.
 pub fn keys(coupon: i64) -> CouponKeys {
-    CouponKeys::new(CouponId::new(coupon).expect("coupon ids the API gives are positive"))
+    shared::Layout::default().coupon(CouponId::new(coupon).expect("coupon ids the API gives are positive"))
 }
 
 /// The shared services this machine runs; override with the usual variables.

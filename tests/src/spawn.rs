@@ -1,9 +1,11 @@
 //! Starting the API and consumers in-process for a test, against real servers.
 
 use crate::client::Client;
+use crate::servers::PrivateRedis;
 use shared::config::{CommonConfig, DatabaseConfig, RedisConfig, TelemetryConfig};
 use sqlx::MySqlPool;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -18,12 +20,29 @@ pub struct Env {
     /// Seed nodes when the test runs against a Redis Cluster.
     pub redis_cluster_urls: Option<String>,
     pub database_url: String,
+    /// The test's own Redis, when it has one; stopped with the last clone.
+    redis_server: Option<Arc<OwnRedis>>,
+}
+
+/// A private `redis-server` owned by an [`Env`].
+struct OwnRedis(PrivateRedis);
+
+impl std::fmt::Debug for OwnRedis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OwnRedis({})", self.0.url())
+    }
 }
 
 impl Env {
-    /// The shared Redis and a new database on the shared MariaDB.
-    pub fn shared() -> Self {
-        Self::on(&crate::redis_url(), &crate::mysql_server_url())
+    /// A Redis of the test's own and a new database on the shared MariaDB.
+    /// Every deployment owns its Redis: the partition streams carry every
+    /// coupon's events, so two tests' consumers on one Redis would read each
+    /// other's (a private `redis-server` starts in milliseconds).
+    pub async fn shared() -> Self {
+        let redis = PrivateRedis::start().await;
+        let mut env = Self::on(&redis.url(), &crate::mysql_server_url());
+        env.redis_server = Some(Arc::new(OwnRedis(redis)));
+        env
     }
 
     /// A new database on `mysql_server`, with Redis at `redis_url`.
@@ -32,6 +51,7 @@ impl Env {
             redis_url: redis_url.into(),
             redis_cluster_urls: None,
             database_url: format!("{mysql_server}/{}", crate::unique_database()),
+            redis_server: None,
         }
     }
 
@@ -48,6 +68,7 @@ impl Env {
             redis_url: self.redis_url.clone(),
             redis_cluster_urls: self.redis_cluster_urls.clone(),
             redis_timeout_ms: 1000,
+            stream_partitions: shared::Layout::DEFAULT_PARTITIONS,
         }
     }
 
@@ -142,6 +163,7 @@ pub fn api_config(env: &Env, admin_token: Option<&str>) -> api::ApiConfig {
         listen_addr: "127.0.0.1:0".into(),
         admin_token: admin_token.map(String::from),
         request_timeout_ms: 3000,
+        coupon_retention_s: 7 * 24 * 3600,
         common: env.common_config(),
     }
 }
@@ -156,7 +178,7 @@ pub async fn spawn_app(env: &Env) -> TestApp {
 /// The usual start of a test: a new database on the shared servers and an API
 /// on it (see [`spawn_app`]).
 pub async fn spawn_shared_app() -> (Env, TestApp) {
-    let env = Env::shared();
+    let env = Env::shared().await;
     let app = spawn_app(&env).await;
     (env, app)
 }
@@ -205,7 +227,7 @@ pub fn consumer_config(env: &Env, name: &str) -> consumer::ConsumerConfig {
         block_ms: 200,
         claim_idle_ms: 1500,
         max_deliveries: 5,
-        refresh_ms: 200,
+        legacy_scan_ms: 200,
         common: env.common_config(),
     }
 }

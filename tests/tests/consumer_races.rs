@@ -9,12 +9,13 @@
 //! killed with SIGKILL, its own `mariadbd`); see `integration_tests::servers`.
 
 use integration_tests::binaries::{ConsumerOptions, ConsumerProcess};
+use integration_tests::keys;
 use integration_tests::servers::{PrivateMariaDb, PrivateRedis};
 use integration_tests::spawn::{self, Env, TestApp};
 use redis::AsyncCommands;
 use serde_json::Value;
 use shared::lease::COMMIT_LEASE;
-use shared::{CouponId, CouponKeys, IssueEvent};
+use shared::IssueEvent;
 use sqlx::{MySql, MySqlPool, Transaction};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -193,10 +194,6 @@ impl Stage {
 async fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::const_new(());
     SERIAL.lock().await
-}
-
-fn keys(coupon: i64) -> CouponKeys {
-    CouponKeys::new(CouponId::new(coupon).unwrap())
 }
 
 /// The user of a stream entry, if it decodes.

@@ -4,11 +4,19 @@
 use api::script::{Decision, IssueScript};
 use proptest::prelude::*;
 use redis::AsyncCommands;
-use shared::{CouponId, CouponKeys, UserId};
+use shared::{CouponId, CouponKeys, Layout, UserId};
 use std::collections::HashSet;
 
 fn fresh_keys() -> CouponKeys {
-    CouponKeys::new(CouponId::new(rand::random_range(1_000_000_000_000i64..i64::MAX)).unwrap())
+    Layout::default().coupon(CouponId::new(rand::random_range(1_000_000_000_000i64..i64::MAX)).unwrap())
+}
+
+/// Entries of this case in its partition stream (other cases, running at the
+/// same time, write to the same partitions): they carry the case's own event.
+async fn events_of(redis: &mut redis::aio::ConnectionManager, keys: &CouponKeys) -> Vec<String> {
+    let entries: redis::streams::StreamRangeReply = redis.xrange_all(&keys.events).await.unwrap();
+    let mine = |e: &redis::streams::StreamId| matches!(e.map.get("ev"), Some(redis::Value::BulkString(b)) if b == keys.meta.as_bytes());
+    entries.ids.into_iter().filter(|e| mine(e)).map(|e| e.id).collect()
 }
 
 async fn connect() -> redis::aio::ConnectionManager {
@@ -19,7 +27,11 @@ async fn connect() -> redis::aio::ConnectionManager {
 }
 
 async fn clear(redis: &mut redis::aio::ConnectionManager, keys: &CouponKeys) {
-    let _: () = redis.del(&[&keys.issued, &keys.events, &keys.meta]).await.unwrap();
+    let _: () = redis.del(&[&keys.issued, &keys.meta]).await.unwrap();
+    let ids = events_of(redis, keys).await;
+    if !ids.is_empty() {
+        let _: i64 = redis.xdel(&keys.events, &ids).await.unwrap();
+    }
 }
 
 proptest! {
@@ -36,7 +48,7 @@ proptest! {
             let () = redis.hset(&keys.meta, "total_quantity", quantity).await.unwrap();
             let mut model: Vec<i64> = Vec::new();
             for user in users {
-                let got = script.run(&mut redis, &keys, UserId::new(user).unwrap(), b"event").await.unwrap();
+                let got = script.run(&mut redis, &keys, UserId::new(user).unwrap(), keys.meta.as_bytes()).await.unwrap();
                 let expected = if model.contains(&user) {
                     Decision::AlreadyIssued
                 } else if model.len() as i64 >= quantity {
@@ -47,7 +59,7 @@ proptest! {
                 };
                 prop_assert_eq!(got, expected);
             }
-            let len: i64 = redis.xlen(&keys.events).await.unwrap();
+            let len = events_of(&mut redis, &keys).await.len() as i64;
             prop_assert_eq!(len, model.len() as i64, "one event per acceptance");
             clear(&mut redis, &keys).await;
             Ok(())
@@ -65,7 +77,7 @@ proptest! {
             let script = std::sync::Arc::new(IssueScript::default());
             let tasks: Vec<_> = users.iter().map(|&user| {
                 let (mut redis, keys, script) = (redis.clone(), keys.clone(), script.clone());
-                tokio::spawn(async move { (user, script.run(&mut redis, &keys, UserId::new(user).unwrap(), b"e").await.unwrap()) })
+                tokio::spawn(async move { (user, script.run(&mut redis, &keys, UserId::new(user).unwrap(), keys.meta.as_bytes()).await.unwrap()) })
             }).collect();
             let mut accepted = Vec::new();
             let mut sold_out = 0;

@@ -51,7 +51,8 @@ async fn both_metrics_endpoints_expose_values_that_move_during_a_sale() {
     assert!(api_metrics.contains("coupon_http_request_duration_seconds_bucket{method=\"POST\",route=\"/coupons/{coupon_id}/issue\",status=\"202\""));
     assert!(sample(&api_metrics, "coupon_issue_script_duration_seconds_count").unwrap() >= 6.0);
 
-    let label = format!("{{coupon=\"{coupon}\"}}");
+    let partition = shared::Layout::default().partition_of(shared::CouponId::new(coupon).unwrap());
+    let label = format!("{{partition=\"{partition}\"}}");
     let consumer_text = wait::until(
         Duration::from_secs(20),
         "the consumer's metrics to show the sale",

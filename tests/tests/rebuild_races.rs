@@ -185,7 +185,13 @@ async fn a_late_publish_by_the_creating_instance_keeps_what_another_instance_acc
     let mut redis = shared::redis_conn::connect(&env.redis_config(), Duration::from_secs(1))
         .await
         .unwrap();
-    api::rebuild::publish_new(&mut redis, &db, &coupon).await.unwrap();
+    let placement = api::rebuild::Placement {
+        layout: shared::Layout::default(),
+        retention: Duration::from_secs(3600),
+    };
+    api::rebuild::publish_new(&mut redis, &db, placement, &coupon)
+        .await
+        .unwrap();
 
     let (_, view) = app.client.get(&format!("/coupons/{id}")).await;
     assert_eq!(view["issued_quantity"], 3, "the three acceptances survive: {view}");

@@ -55,7 +55,7 @@ fn is_descendant(span: &Span, ancestor: &Span, spans: &[Span]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issue_request_is_one_trace_across_the_api_and_the_consumer() {
     let receiver = Receiver::start().await;
-    let env = Env::shared();
+    let env = Env::shared().await;
     let mut api = ApiProcess::spawn_with(&env, &telemetry_env(&receiver.endpoint)).await;
     let options = ConsumerOptions {
         extra_env: telemetry_env(&receiver.endpoint),
@@ -143,7 +143,7 @@ async fn an_issue_request_is_one_trace_across_the_api_and_the_consumer() {
 async fn a_collector_that_is_down_neither_stops_nor_slows_the_api() {
     // Nothing listens on this port: every export fails.
     let dead_collector = format!("http://127.0.0.1:{}", integration_tests::child::free_port());
-    let env = Env::shared();
+    let env = Env::shared().await;
     let api = ApiProcess::spawn_with(&env, &telemetry_env(&dead_collector)).await;
     let coupon = api.client.create_open_coupon(1000).await;
     let started = Instant::now();

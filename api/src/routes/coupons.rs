@@ -83,7 +83,7 @@ pub async fn create(
     let coupon = store::insert_coupon(&app.db, new.validate()?).await?;
     // The coupon exists once MySQL has it; if Redis is down now, the first
     // request for it rebuilds its state, so a failure here is not the client's.
-    if let Err(err) = rebuild::publish_new(&mut app.redis(), &app.db, &coupon).await {
+    if let Err(err) = rebuild::publish_new(&mut app.redis(), &app.db, app.placement(), &coupon).await {
         tracing::warn!(coupon = %coupon.id, %err, "coupon created, Redis state deferred to first use");
     }
     let body = CouponBody::from(&coupon);
@@ -137,20 +137,31 @@ impl NewCoupon {
     ))]
 pub async fn get(State(app): State<AppState>, CouponPath(id): CouponPath) -> Result<Json<CouponWithCounts>, ApiError> {
     let coupon = lookup::coupon(&app, id).await?;
-    let keys = &coupon.keys;
-    let mut redis = app.redis();
-    let (meta_present, mut issued): (bool, i64) = redis::pipe()
-        .exists(&keys.meta)
-        .scard(&keys.issued)
-        .query_async(&mut redis)
-        .await?;
-    if !meta_present {
-        rebuild::rebuild(&app, &coupon).await?;
-        issued = redis.scard(&keys.issued).await?;
-    }
+    let issued = if app.placement().expired(&coupon) {
+        // Its Redis state expired a retention after the period: MySQL counts.
+        store::issued_quantity(&app.db, id).await?
+    } else {
+        live_issued(&app, &coupon).await?
+    };
     Ok(Json(CouponWithCounts {
         coupon: CouponBody::from(&coupon.coupon),
         issued_quantity: issued,
         remaining: coupon.total_quantity - issued,
     }))
+}
+
+/// The issued count from Redis, rebuilding the coupon's state first if Redis lost it.
+async fn live_issued(app: &AppState, coupon: &lookup::Cached) -> Result<i64, ApiError> {
+    let keys = &coupon.keys;
+    let mut redis = app.redis();
+    let (meta_present, issued): (bool, i64) = redis::pipe()
+        .exists(&keys.meta)
+        .scard(&keys.issued)
+        .query_async(&mut redis)
+        .await?;
+    if meta_present {
+        return Ok(issued);
+    }
+    rebuild::rebuild(app, coupon).await?;
+    Ok(redis.scard(&keys.issued).await?)
 }

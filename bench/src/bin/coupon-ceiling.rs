@@ -4,7 +4,7 @@
 //! One route, `POST /coupons/{coupon_id}/issue` with `{"user_id": N}`, that runs
 //! the project's own issue script (`lua/issue.lua`, the same text coupon-api
 //! loads) by EVALSHA on one shared multiplexed `ConnectionManager`, with the same
-//! key shapes ([`CouponKeys`]) and an event payload of the same size as
+//! key shapes ([`shared::CouponKeys`]) and an event payload of the same size as
 //! coupon-api's, and answers `202 {"position":N}` (or `409`). Nothing else: no
 //! tracing, no metrics, no coupon cache, no request timeout, no MySQL. The same
 //! axum, tokio runtime, redis client settings and allocator (mimalloc) as
@@ -28,7 +28,7 @@ use coupon_bench::program::{self, Runtime};
 use serde::Deserialize;
 use shared::config::RedisConfig;
 use shared::redis_conn::RedisConn;
-use shared::{CouponId, CouponKeys, IssueEvent, UserId};
+use shared::{CouponId, IssueEvent, UserId};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -127,7 +127,7 @@ async fn issue(
         )
             .into_response();
     };
-    let keys = CouponKeys::new(coupon);
+    let keys = shared::Layout::default().coupon(coupon);
     let reply: redis::RedisResult<(i64, i64)> = app
         .script
         .key(&keys.issued)

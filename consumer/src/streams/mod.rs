@@ -1,14 +1,20 @@
-//! The consumer's side of the Redis streams: the group, reads, acks, reclaims,
-//! keep-alives and trimming. Every command names one stream (one cluster slot),
-//! except the multi-stream XREADGROUP.
+//! The consumer's side of the Redis streams: the group, reads, reclaims and
+//! keep-alives ([`finish`]: acks, trimming, dropping a drained legacy stream;
+//! [`scan`]: finding keys; [`source`]: what a stream is). Every command names
+//! one stream (one cluster slot), except the multi-stream XREADGROUP.
 
 use redis::streams::{StreamAutoClaimReply, StreamPendingCountReply};
 use redis::{RedisResult, Value};
 use shared::redis_conn::RedisConn;
 
 mod entry;
+pub mod finish;
+pub mod scan;
+mod source;
 
 pub use entry::{Entry, EntryId};
+pub use finish::{ack_written, drop_if_drained, trim};
+pub use source::Source;
 
 /// Who this consumer is in which group.
 #[derive(Clone, Debug)]
@@ -23,31 +29,49 @@ pub fn is_nogroup(err: &redis::RedisError) -> bool {
     err.code() == Some("NOGROUP")
 }
 
-/// Creates the group on `stream` (and the stream) if missing. Reading from `0`
-/// means entries written before the group existed are not skipped.
-pub async fn ensure_group(conn: &mut RedisConn, member: &Member, stream: &str) -> RedisResult<()> {
-    let created: RedisResult<()> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg(&member.group)
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(conn)
-        .await;
-    match created {
-        Err(err) if err.code() == Some("BUSYGROUP") => Ok(()),
-        other => other,
+/// What [`ensure_group`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    /// It was missing and is created now (with the stream, if that was asked).
+    Created,
+    /// It was there already.
+    Existed,
+    /// The stream is gone and was not to be created (a drained legacy stream).
+    NoStream,
+}
+
+/// Creates the group on `stream` if missing, and the stream too when
+/// `create_stream` (a partition's; never a legacy stream, which must stay gone
+/// once drained). Reading from `0` means entries written before the group
+/// existed are not skipped.
+pub async fn ensure_group(
+    conn: &mut RedisConn,
+    member: &Member,
+    stream: &str,
+    create_stream: bool,
+) -> RedisResult<Group> {
+    let mut cmd = redis::cmd("XGROUP");
+    cmd.arg("CREATE").arg(stream).arg(&member.group).arg("0");
+    if create_stream {
+        cmd.arg("MKSTREAM");
+    }
+    match cmd.query_async::<()>(conn).await {
+        Ok(()) => Ok(Group::Created),
+        Err(err) if err.code() == Some("BUSYGROUP") => Ok(Group::Existed),
+        Err(err) if !create_stream && err.detail().is_some_and(|d| d.contains("key to exist")) => Ok(Group::NoStream),
+        Err(err) => Err(err),
     }
 }
 
 /// How long a cluster-mode read pauses when every stream was empty.
 const CLUSTER_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// Reads up to `count` new entries across `streams`. Standalone: one
-/// XREADGROUP over all streams, blocking up to `block_ms`. Cluster: the streams
-/// live in different slots (one per coupon), so each is read on its own, without
-/// BLOCK (a blocked read would hold its node's connection for every command
-/// behind it), pausing briefly when all were empty.
+/// Reads up to `count` new entries from each of `streams` (so at most
+/// `count` × streams, whatever the backlog). Standalone: one XREADGROUP over
+/// all streams, blocking up to `block_ms`. Cluster: the streams live in
+/// different slots, so each is read on its own (all at once), without BLOCK (a
+/// blocked read would hold its node's connection for every command behind it),
+/// pausing briefly when all were empty.
 pub async fn read_new(
     conn: &mut RedisConn,
     member: &Member,
@@ -58,27 +82,44 @@ pub async fn read_new(
     if !conn.is_cluster() {
         return xreadgroup(conn, member, streams, count, Some(block_ms)).await;
     }
+    let reads = streams.iter().map(|stream| {
+        let mut conn = conn.clone();
+        async move { xreadgroup(&mut conn, member, std::slice::from_ref(stream), count, None).await }
+    });
     let mut entries = Vec::new();
-    for stream in streams {
-        if entries.len() >= count {
-            break;
-        }
-        let want = count - entries.len();
-        match xreadgroup(conn, member, std::slice::from_ref(stream), want, None).await {
+    let mut failed = None;
+    for (read, stream) in futures::future::join_all(reads).await.into_iter().zip(streams) {
+        match read {
             Ok(read) => entries.extend(read),
-            // What was read is pending with us already: hand it on rather than
-            // leave it to be reclaimed (one more delivery counted).
-            Err(err) if !entries.is_empty() => {
-                tracing::warn!(%err, %stream, "reading a stream failed; handling what was read so far");
-                return Ok(entries);
+            // Redis lost the group (or another member drained and deleted a
+            // legacy stream): the other streams' entries are handed on all the same.
+            Err(err) if is_nogroup(&err) => {
+                let partition = shared::LegacyKeys::coupon_of_events_stream(stream).is_none();
+                match ensure_group(conn, member, stream, partition).await {
+                    Ok(Group::Created) => {
+                        tracing::warn!(%stream, "consumer group missing (Redis lost its data?), recreated it")
+                    }
+                    Ok(_) => {}
+                    Err(err) => failed = Some(err),
+                }
             }
-            Err(err) => return Err(err),
+            Err(err) => {
+                tracing::warn!(%err, %stream, "reading a stream failed");
+                failed = Some(err);
+            }
         }
     }
-    if entries.is_empty() {
-        tokio::time::sleep(CLUSTER_POLL.min(std::time::Duration::from_millis(block_ms))).await;
+    match failed {
+        // What was read is pending with us already: hand it on rather than
+        // leave it to be reclaimed (one more delivery counted).
+        Some(err) if entries.is_empty() => Err(err),
+        _ => {
+            if entries.is_empty() {
+                tokio::time::sleep(CLUSTER_POLL.min(std::time::Duration::from_millis(block_ms))).await;
+            }
+            Ok(entries)
+        }
     }
-    Ok(entries)
 }
 
 async fn xreadgroup(
@@ -228,60 +269,4 @@ pub async fn keep_alive(conn: &mut RedisConn, member: &Member, stream: &str, ids
         .arg("JUSTID")
         .query_async(conn)
         .await
-}
-
-/// Acknowledges `ids` of `stream` once their rows are committed, and puts their
-/// users (all now in MySQL) into the coupon's issued set. Normally they are
-/// members already; but if Redis lost its data and the API rebuilt the set from
-/// MySQL while this batch was in flight, the rebuild missed them, and without
-/// this they could be accepted a second time. One pipeline, one slot.
-pub async fn ack_written(
-    conn: &mut RedisConn,
-    member: &Member,
-    stream: &str,
-    issued: &str,
-    ids: &[&str],
-    users: &[i64],
-) -> RedisResult<()> {
-    let mut pipe = redis::pipe();
-    if !users.is_empty() {
-        pipe.sadd(issued, users).ignore();
-    }
-    pipe.cmd("XACK").arg(stream).arg(&member.group).arg(ids).ignore();
-    pipe.query_async::<()>(conn).await
-}
-
-/// The stream's length and its pending count in our group, and trims entries
-/// every member of the group is done with: below the oldest pending entry and
-/// below the group's last delivered id, so nothing pending or unread goes.
-pub async fn trim(conn: &mut RedisConn, member: &Member, stream: &str) -> RedisResult<(u64, u64)> {
-    let groups: redis::streams::StreamInfoGroupsReply =
-        redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(conn).await?;
-    let Some(group) = groups.groups.into_iter().find(|g| g.name == member.group) else {
-        return Ok((0, 0));
-    };
-    let summary: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
-        .arg(stream)
-        .arg(&member.group)
-        .query_async(conn)
-        .await?;
-    let oldest_pending = match &summary {
-        redis::streams::StreamPendingReply::Data(data) => Some(data.start_id.clone()),
-        _ => None,
-    };
-    let last_delivered: EntryId = group.last_delivered_id.parse()?;
-    let min_id = match oldest_pending {
-        Some(pending) => pending.parse::<EntryId>()?.min(last_delivered),
-        None => last_delivered,
-    };
-    let (_, len): (i64, u64) = redis::pipe()
-        .cmd("XTRIM")
-        .arg(stream)
-        .arg("MINID")
-        .arg(min_id.to_string())
-        .cmd("XLEN")
-        .arg(stream)
-        .query_async(conn)
-        .await?;
-    Ok((len, group.pending as u64))
 }

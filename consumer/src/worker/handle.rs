@@ -2,15 +2,20 @@
 //! lease, bury what can never be written, ack the rest, with the spans that join
 //! each event to its request.
 //!
+//! A batch read from partitions holds events of many coupons: each stream's
+//! entries are decoded (the event names its coupon), grouped by coupon, and each
+//! coupon's events written in a transaction of its own, coupons in id order (a
+//! transaction locks one coupon row, so two consumers never deadlock).
+//!
 //! Every entry leaves the batch the moment it is buried, dropped or acked, so a
 //! retry after an error (MySQL down, an ack that failed) handles only what is
 //! left and never buries an entry twice.
 
 use super::{Batch, Book, Outcome, Worker, WorkerError};
-use crate::dead_letter::{self, DeadReason};
+use crate::dead_letter::{self, DeadReason, Owner};
 use crate::store::{self, WriteError, Written};
-use crate::streams::{self, Entry};
-use shared::{CouponId, CouponKeys, IssueEvent};
+use crate::streams::{self, finish::IssuedSet, Entry, Source};
+use shared::{CouponId, IssueEvent, Layout};
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -28,6 +33,15 @@ impl Borrow<IssueEvent> for Item {
     }
 }
 
+/// Where a group of items comes from and how it is handled.
+pub(super) struct Origin<'a> {
+    pub source: Source,
+    pub stream: &'a str,
+    pub book: &'a Book,
+    /// One entry tried alone (its isolated attempt is forgotten once acked).
+    pub isolated: bool,
+}
+
 impl Worker {
     /// Writes, buries or acks every entry of `batch`, removing each from it once
     /// done, so that after an error a retry handles only what is left. A group
@@ -37,7 +51,6 @@ impl Worker {
         let mut outcome = Outcome::default();
         match self.handle_once(batch, &mut outcome).await {
             Err(WorkerError::Redis(err)) if streams::is_nogroup(&err) => {
-                tracing::warn!("consumer group missing (Redis lost its data?), recreating it");
                 self.recreate_groups().await?;
                 self.handle_once(batch, &mut outcome).await?;
             }
@@ -71,8 +84,8 @@ impl Worker {
         Ok(())
     }
 
-    /// Handles `entries` (all of one stream; one alone when `isolated`), leaving
-    /// in it whatever is not done when an error stops it.
+    /// Handles `entries` (all of one stream; one alone when `isolated`) coupon
+    /// by coupon, leaving in it whatever is not done when an error stops it.
     async fn handle_stream(
         &mut self,
         entries: &mut Vec<Entry>,
@@ -83,36 +96,48 @@ impl Worker {
         let Some(stream) = entries.first().map(|e| e.stream.clone()) else {
             return Ok(());
         };
-        let Some(coupon) = CouponKeys::coupon_of_events_stream(&stream) else {
-            // Only coupon streams are read, so Redis named one we never asked for.
-            tracing::error!(%stream, count = entries.len(), "entries from a stream that is no coupon's; dropped from the batch");
+        let Some(source) = Source::of(&self.layout, &stream) else {
+            // Only our streams are read, so Redis named one we never asked for.
+            tracing::error!(%stream, count = entries.len(), "entries from a stream that is no partition's; dropped from the batch");
             entries.clear();
             return Ok(());
         };
-        let mut items = self.decode_all(coupon, entries, outcome).await?;
-        let result = self
-            .write_and_ack(coupon, &stream, &mut items, book, isolated, outcome)
-            .await;
-        entries.extend(items.into_iter().map(|item| item.entry));
-        result
+        let mut by_coupon: BTreeMap<CouponId, Vec<Item>> = BTreeMap::new();
+        for item in self.decode_all(source, entries, outcome).await? {
+            by_coupon.entry(item.event.coupon_id).or_default().push(item);
+        }
+        let origin = Origin {
+            source,
+            stream: &stream,
+            book,
+            isolated,
+        };
+        let mut coupons = by_coupon.into_iter();
+        while let Some((coupon, mut items)) = coupons.next() {
+            if let Err(err) = self.write_and_ack(coupon, &origin, &mut items, outcome).await {
+                let left = items.into_iter().chain(coupons.flat_map(|(_, items)| items));
+                entries.extend(left.map(|item| item.entry));
+                return Err(err);
+            }
+        }
+        Ok(())
     }
 
     /// Takes `entries` as items, burying those that can never be written; on an
     /// error `entries` keeps what is not done.
     async fn decode_all(
         &mut self,
-        coupon: CouponId,
+        source: Source,
         entries: &mut Vec<Entry>,
         outcome: &mut Outcome,
     ) -> Result<Vec<Item>, WorkerError> {
         let mut items = Vec::with_capacity(entries.len());
         let mut undecoded = std::mem::take(entries).into_iter();
         while let Some(entry) = undecoded.next() {
-            match decode_for(coupon, &entry) {
+            match decode_for(&self.layout, source, &entry) {
                 Ok(event) => items.push(Item { entry, event }),
-                Err((user, reason)) => {
-                    let buried = dead_letter::bury(&mut self.conn, &self.member, coupon, &entry, user, &reason).await;
-                    if let Err(err) = buried {
+                Err((owner, reason)) => {
+                    if let Err(err) = self.bury((source, &entry), owner, &reason).await {
                         entries.extend(items.into_iter().map(|item| item.entry));
                         entries.push(entry);
                         entries.extend(undecoded);
@@ -125,39 +150,41 @@ impl Worker {
         Ok(items)
     }
 
-    /// Writes `items` within their lease, buries the refused and acks the
-    /// rest; each leaves `items` once done.
+    /// Writes `items` (all of `coupon`) within their lease, buries the refused
+    /// and acks the rest; each leaves `items` once done.
     async fn write_and_ack(
         &mut self,
         coupon: CouponId,
-        stream: &str,
+        origin: &Origin<'_>,
         items: &mut Vec<Item>,
-        book: &Book,
-        isolated: bool,
         outcome: &mut Outcome,
     ) -> Result<(), WorkerError> {
         let written = loop {
             if items.is_empty() {
                 return Ok(());
             }
-            match self.write_traced(coupon, stream, items, book).await {
+            match self.write_traced(coupon, origin, items).await {
                 Ok(written) => break written,
                 // Confirmed again: what is still pending is renewed and written
                 // on the next turn; what Redis lost is dropped or buried.
-                Err(WriteError::LeaseExpired) => self.reconfirm(coupon, stream, items, book, outcome).await?,
+                Err(WriteError::LeaseExpired) => self.reconfirm(coupon, origin, items, outcome).await?,
                 Err(WriteError::Mysql(err)) => return Err(err.into()),
             }
         };
-        self.bury_refused(coupon, items, &written, outcome).await?;
+        self.bury_refused(origin.source, items, &written, outcome).await?;
         // All written now (or already there): their users go back into the set.
         let ids: Vec<&str> = items.iter().map(|i| i.entry.id.as_str()).collect();
         let users: Vec<i64> = items.iter().map(|i| i.event.user_id.get()).collect();
-        let issued = CouponKeys::new(coupon).issued;
-        streams::ack_written(&mut self.conn, &self.member, stream, &issued, &ids, &users).await?;
-        if isolated {
-            self.forget_attempts(stream, &ids).await?;
+        let keys = self.layout.coupon(coupon);
+        let set = origin.source.is_partition().then_some(IssuedSet {
+            meta: &keys.meta,
+            issued: &keys.issued,
+        });
+        streams::ack_written(&mut self.conn, &self.member, origin.stream, set, &ids, &users).await?;
+        if origin.isolated {
+            self.forget_attempts(origin.source, &ids).await?;
         }
-        book.release(stream, ids);
+        origin.book.release(origin.stream, ids);
         items.clear();
         record(&written);
         outcome.inserted += written.inserted;
@@ -169,7 +196,7 @@ impl Worker {
     /// buried, highest index first so the indexes still to come stay valid.
     async fn bury_refused(
         &mut self,
-        coupon: CouponId,
+        source: Source,
         items: &mut Vec<Item>,
         written: &Written,
         outcome: &mut Outcome,
@@ -178,24 +205,30 @@ impl Worker {
         refused.sort_unstable_by_key(|&(i, _)| std::cmp::Reverse(i));
         for (i, refusal) in refused {
             let item = &items[i];
-            let (entry, user, reason) = (&item.entry, Some(item.event.user_id), DeadReason::from(refusal));
-            dead_letter::bury(&mut self.conn, &self.member, coupon, entry, user, &reason).await?;
+            let (owner, reason) = (Owner::from(&item.event), DeadReason::from(refusal));
+            let at = (source, &item.entry);
+            self.bury(at, owner, &reason).await?;
             items.remove(i);
             outcome.dead_lettered += 1;
         }
         Ok(())
     }
 
+    /// Buries entry `at` (of its source) with `reason` (see [`dead_letter::bury`]).
+    pub(super) async fn bury(
+        &mut self,
+        at: (Source, &Entry),
+        owner: Owner,
+        reason: &DeadReason,
+    ) -> redis::RedisResult<()> {
+        dead_letter::bury(&mut self.conn, &self.layout, &self.member, at, owner, reason).await
+    }
+
     /// The MySQL transaction, with a span per event under the API request that
     /// accepted it, and under each a MySQL client span covering the transaction
     /// that wrote its row: one request reads as one trace across both services.
-    async fn write_traced(
-        &self,
-        coupon: CouponId,
-        stream: &str,
-        items: &[Item],
-        book: &Book,
-    ) -> Result<Written, WriteError> {
+    async fn write_traced(&self, coupon: CouponId, origin: &Origin<'_>, items: &[Item]) -> Result<Written, WriteError> {
+        let stream = origin.stream;
         let spans: Vec<(tracing::Span, tracing::Span)> = items
             .iter()
             .map(|Item { entry, event }| {
@@ -207,7 +240,9 @@ impl Worker {
                 (span, db_span)
             })
             .collect();
-        let lease = book.lease(stream, items.iter().map(|i| i.entry.id.as_str()).collect());
+        let lease = origin
+            .book
+            .lease(stream, items.iter().map(|i| i.entry.id.as_str()).collect());
         let started = Instant::now();
         let result = store::write_issues(&self.db, coupon, items, &lease).await;
         metrics::histogram!(shared::metrics::MYSQL_WRITE_DURATION).record(started.elapsed().as_secs_f64());
@@ -222,18 +257,25 @@ impl Worker {
     }
 }
 
-/// The entry's event, or why it can never be written (and whose it was, if known).
-fn decode_for(coupon: CouponId, entry: &Entry) -> Result<IssueEvent, (Option<shared::UserId>, DeadReason)> {
+/// The entry's event, or why it can never be written (and whose it was, as
+/// far as known).
+fn decode_for(layout: &Layout, source: Source, entry: &Entry) -> Result<IssueEvent, (Owner, DeadReason)> {
     match IssueEvent::decode(entry.payload.as_deref(), entry.position.as_deref()) {
-        Ok(event) if event.coupon_id == coupon => Ok(event),
+        Ok(event) if source.holds(layout, event.coupon_id) => Ok(event),
         Ok(event) => Err((
-            Some(event.user_id),
+            Owner::from(&event),
             DeadReason::WrongStream {
                 event_coupon: event.coupon_id,
-                stream_coupon: coupon,
+                stream: entry.stream.clone(),
             },
         )),
-        Err(err) => Err((None, DeadReason::Undecodable(err.to_string()))),
+        Err(err) => Err((
+            Owner {
+                coupon: source.coupon(),
+                user: None,
+            },
+            DeadReason::Undecodable(err.to_string()),
+        )),
     }
 }
 

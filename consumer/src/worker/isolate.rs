@@ -3,13 +3,12 @@
 //! for other reasons: prefetched reads, startup recovery, a cluster read that
 //! failed half-way, rolling restarts. Neither is buried for its count alone:
 //! each is tried alone, in a transaction of its own, after counting the attempt
-//! in the coupon's attempts hash; only when those isolated attempts pass the cap
+//! in its partition's attempts hash; only when those isolated attempts pass the cap
 //! (each ended by a crash or a stall, never by a retry in memory) is it buried.
 
 use super::{Batch, Outcome, Worker, WorkerError};
-use crate::dead_letter::{self, DeadReason};
-use crate::streams::{self, Entry};
-use shared::{CouponKeys, IssueEvent};
+use crate::dead_letter::{DeadReason, Owner};
+use crate::streams::{self, Entry, Source};
 use std::collections::{BTreeMap, HashMap};
 
 impl Worker {
@@ -42,26 +41,23 @@ impl Worker {
     /// Counts one isolated attempt at `entry`; buries it past the cap, else
     /// queues it to be tried alone.
     async fn isolate(&mut self, entry: Entry, batch: &mut Batch, outcome: &mut Outcome) -> Result<(), WorkerError> {
-        let Some(coupon) = CouponKeys::coupon_of_events_stream(&entry.stream) else {
+        let Some(source) = Source::of(&self.layout, &entry.stream) else {
             batch.entries.push(entry);
             return Ok(());
         };
         let attempts: u64 = redis::cmd("HINCRBY")
-            .arg(CouponKeys::new(coupon).attempts)
-            .arg(&entry.id)
+            .arg(source.partition(&self.layout).attempts)
+            .arg(source.attempts_field(&self.layout, &entry.id))
             .arg(1)
             .query_async(&mut self.conn)
             .await?;
         if attempts <= self.settings.max_deliveries as u64 {
-            tracing::info!(%coupon, entry = %entry.id, attempts, "entry delivered too often: trying it alone");
+            tracing::info!(stream = %entry.stream, entry = %entry.id, attempts, "entry delivered too often: trying it alone");
             batch.isolated.push(entry);
             return Ok(());
         }
-        let user = IssueEvent::decode(entry.payload.as_deref(), entry.position.as_deref())
-            .ok()
-            .map(|e| e.user_id);
-        let reason = DeadReason::TooManyAttempts { attempts };
-        dead_letter::bury(&mut self.conn, &self.member, coupon, &entry, user, &reason).await?;
+        let (owner, reason) = (Owner::of(source, &entry), DeadReason::TooManyAttempts { attempts });
+        self.bury((source, &entry), owner, &reason).await?;
         batch.book.release(&entry.stream, [entry.id.as_str()]);
         outcome.dead_lettered += 1;
         Ok(())
@@ -79,25 +75,21 @@ impl Worker {
         for (stream, ids) in ids_by_stream {
             match streams::delivery_counts(&mut self.conn, &self.member, stream, &ids).await {
                 Ok(found) => counts.extend(found.into_iter().map(|(id, n)| ((stream.to_string(), id), n))),
-                Err(err) if streams::is_nogroup(&err) => {
-                    tracing::warn!(%stream, "consumer group missing (Redis lost its data?), recreating it");
-                    self.recreate_groups().await?;
-                }
+                Err(err) if streams::is_nogroup(&err) => self.recreate_groups().await?,
                 Err(err) => return Err(err.into()),
             }
         }
         Ok(counts)
     }
 
-    /// Forgets the isolated attempts at `ids` of `stream` once they are acked.
-    pub(super) async fn forget_attempts(&mut self, stream: &str, ids: &[&str]) -> Result<(), WorkerError> {
-        if let Some(coupon) = CouponKeys::coupon_of_events_stream(stream) {
-            let () = redis::cmd("HDEL")
-                .arg(CouponKeys::new(coupon).attempts)
-                .arg(ids)
-                .query_async(&mut self.conn)
-                .await?;
-        }
+    /// Forgets the isolated attempts at `ids` of `source` once they are acked.
+    pub(super) async fn forget_attempts(&mut self, source: Source, ids: &[&str]) -> Result<(), WorkerError> {
+        let fields: Vec<String> = ids.iter().map(|id| source.attempts_field(&self.layout, id)).collect();
+        let _: i64 = redis::cmd("HDEL")
+            .arg(source.partition(&self.layout).attempts)
+            .arg(fields)
+            .query_async(&mut self.conn)
+            .await?;
         Ok(())
     }
 }

@@ -2,12 +2,19 @@
 //! tests can drive, and [`Worker::run`], the loop around it with backoff and
 //! graceful shutdown.
 //!
-//! - this file: the worker's state, fetching (reads, reclaims, refresh, trim);
-//! - [`handle`]: writing, burying and acking a fetched batch;
+//! The worker reads a fixed list of streams, the layout's partitions (plus,
+//! after an upgrade, the coupons' streams of the layout before partitions until
+//! they are drained), so what it and Redis do follows the events written, never
+//! the number of coupons.
+//!
+//! - this file: the worker's state, fetching;
+//! - [`upkeep`]: the periodic duties: reclaiming, trimming, lag gauges;
+//! - [`handle`]: writing, burying and acking a fetched batch, coupon by coupon;
 //! - [`isolate`]: entries delivered too often, tried alone before being buried;
 //! - [`lease`]: when each entry in hand was last confirmed pending, and the
 //!   keep-alive that renews it;
 //! - [`lost`]: entries Redis no longer has (lost with its data, or deleted);
+//! - [`legacy`]: finding, draining and deleting an upgrade's legacy streams;
 //! - [`run`]: the loop with backoff and shutdown.
 //!
 //! An entry is acked only after the transaction that wrote it committed, so a
@@ -16,10 +23,10 @@
 //! alive, so the delivery count measures crashes, not outages.
 
 use crate::config::ConsumerConfig;
-use crate::store;
-use crate::streams::{self, Entry, Member};
+use crate::streams::{self, Entry, Group, Member, Source};
 use shared::redis_conn::RedisConn;
-use shared::{CouponId, CouponKeys};
+use shared::startup::Connections;
+use shared::Layout;
 use sqlx::MySqlPool;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -28,10 +35,15 @@ use std::time::{Duration, Instant};
 mod handle;
 mod isolate;
 pub mod lease;
+mod legacy;
 mod lost;
 mod run;
+mod upkeep;
 
 pub use lease::{Book, Lease};
+
+/// How often streams are trimmed, their lag measured and drained legacy streams deleted.
+const TRIM_EVERY: Duration = Duration::from_secs(5);
 
 /// Why a step failed; the batch it was on stays pending and is retried.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +103,8 @@ pub struct Settings {
     pub block: Duration,
     pub claim_idle: Duration,
     pub max_deliveries: usize,
-    pub refresh: Duration,
+    /// How often legacy streams are looked for, until a look finds none.
+    pub legacy_scan: Duration,
 }
 
 impl From<&ConsumerConfig> for Settings {
@@ -101,7 +114,7 @@ impl From<&ConsumerConfig> for Settings {
             block: c.block(),
             claim_idle: c.claim_idle(),
             max_deliveries: c.max_deliveries as usize,
-            refresh: c.refresh(),
+            legacy_scan: c.legacy_scan(),
         }
     }
 }
@@ -112,62 +125,89 @@ pub struct Worker {
     reader: RedisConn,
     conn: RedisConn,
     db: MySqlPool,
+    layout: Layout,
     settings: Settings,
+    /// The streams read: every partition's, then the legacy streams being drained.
     streams: Vec<String>,
+    /// Whether the group was made sure of on every partition stream.
+    ready: bool,
+    legacy: legacy::Drain,
     /// Every entry in hand, for the keep-alive and the commit lease.
     leases: lease::Leases,
-    /// Coupons whose stream lost pending entries (deleted) and whose users
-    /// still have to be reconciled (retried until it succeeds).
-    unreconciled: BTreeSet<CouponId>,
-    next_refresh: Instant,
+    /// Streams that lost pending entries (deleted), whose coupons' users still
+    /// have to be reconciled (retried until it succeeds).
+    unreconciled: BTreeSet<Source>,
     next_reclaim: Instant,
     next_trim: Instant,
 }
 
 impl Worker {
-    pub fn new(member: Member, reader: RedisConn, conn: RedisConn, db: MySqlPool, settings: Settings) -> Self {
+    /// A worker reading as `member`, blocking reads on `reader`, everything
+    /// else on `connections`.
+    pub fn new(member: Member, reader: RedisConn, connections: Connections, settings: Settings) -> Self {
+        let Connections {
+            db,
+            redis: conn,
+            layout,
+        } = connections;
         let now = Instant::now();
         Self {
             member,
             reader,
             conn,
             db,
+            streams: layout.all().map(|p| p.events).collect(),
+            layout,
+            ready: false,
+            legacy: legacy::Drain::new(now),
             settings,
-            streams: Vec::new(),
             leases: lease::Leases::default(),
             unreconciled: BTreeSet::new(),
-            next_refresh: now,
             next_reclaim: now,
             next_trim: now,
         }
     }
 
-    /// Re-reads the active coupons (from MySQL, which survives a Redis data loss)
-    /// and makes sure the group exists on each one's stream.
-    pub async fn refresh_streams(&mut self) -> Result<(), WorkerError> {
-        let active = store::active_coupons(&self.db).await?;
-        for id in active {
-            let stream = CouponKeys::new(id).events;
-            if !self.streams.contains(&stream) {
-                streams::ensure_group(&mut self.conn, &self.member, &stream).await?;
-                self.streams.push(stream);
+    /// Makes sure the group exists on every partition stream, once.
+    async fn ensure_ready(&mut self) -> Result<(), WorkerError> {
+        if !self.ready {
+            for partition in self.layout.all() {
+                streams::ensure_group(&mut self.conn, &self.member, &partition.events, true).await?;
             }
+            self.ready = true;
         }
-        self.next_refresh = Instant::now() + self.settings.refresh;
         Ok(())
     }
 
-    /// Recreates the group on every known stream (after Redis lost it).
+    /// Recreates the group on every partition stream (after Redis lost it) and
+    /// stops reading the legacy streams that are gone (drained and deleted by
+    /// another member, or lost with Redis' data).
     pub(crate) async fn recreate_groups(&mut self) -> redis::RedisResult<()> {
-        for stream in self.streams.clone() {
-            streams::ensure_group(&mut self.conn, &self.member, &stream).await?;
+        for partition in self.layout.all() {
+            if streams::ensure_group(&mut self.conn, &self.member, &partition.events, true).await? == Group::Created {
+                tracing::warn!(stream = %partition.events, "consumer group missing (Redis lost its data?), recreated it");
+            }
         }
+        for stream in self.legacy.reading().to_vec() {
+            if streams::ensure_group(&mut self.conn, &self.member, &stream, false).await? == Group::NoStream {
+                tracing::info!(%stream, "legacy stream gone (drained by another member?), no longer read");
+                self.legacy.forget(&stream);
+            }
+        }
+        self.sync_streams();
         Ok(())
+    }
+
+    /// The streams to read: the partitions, then the legacy streams being drained.
+    fn sync_streams(&mut self) {
+        let partitions = self.layout.all().map(|p| p.events);
+        self.streams = partitions.chain(self.legacy.reading().iter().cloned()).collect();
     }
 
     /// Entries this member left pending in an earlier life (same name).
     pub async fn recover(&mut self) -> Result<Batch, WorkerError> {
-        self.refresh_streams().await?;
+        self.ensure_ready().await?;
+        self.scan_legacy_if_due(Instant::now()).await;
         let confirmed = Instant::now();
         let mut entries = Vec::new();
         for stream in self.streams.clone() {
@@ -180,14 +220,9 @@ impl Worker {
     /// The next entries to handle: reclaimed ones when due, else new ones
     /// (blocking up to the block time).
     pub async fn fetch(&mut self) -> Result<Batch, WorkerError> {
+        self.ensure_ready().await?;
         let now = Instant::now();
-        if now >= self.next_refresh {
-            // Keep reading the streams we know while MySQL is away.
-            if let Err(err) = self.refresh_streams().await {
-                tracing::warn!(%err, "refreshing the list of active coupons failed");
-                self.next_refresh = now + self.settings.refresh;
-            }
-        }
+        self.scan_legacy_if_due(now).await;
         if now >= self.next_trim {
             self.trim_all().await?;
         }
@@ -197,10 +232,6 @@ impl Worker {
             if !batch.entries.is_empty() {
                 return Ok(batch);
             }
-        }
-        if self.streams.is_empty() {
-            tokio::time::sleep(self.settings.block).await;
-            return Ok(Batch::default());
         }
         let (read, book) = self.read_next().await;
         self.take_read(read, book).await
@@ -226,11 +257,11 @@ impl Worker {
 
     /// Starts the next read in the background while the current batch is
     /// written, so Redis and MySQL round trips overlap; only when no periodic
-    /// duty (refresh, trim, reclaim) is due, which `fetch` would do first.
+    /// duty (legacy scan, trim, reclaim) is due, which `fetch` would do first.
     pub fn prefetch(&self) -> Option<Prefetch> {
         let now = Instant::now();
-        let due = now >= self.next_refresh || now >= self.next_trim || now >= self.next_reclaim;
-        (!due && !self.streams.is_empty()).then(|| tokio::spawn(self.read_next()))
+        let due = !self.ready || self.legacy.scan_due(now) || now >= self.next_trim || now >= self.next_reclaim;
+        (!due).then(|| tokio::spawn(self.read_next()))
     }
 
     /// A finished read as a batch (its entries already in `book`); a missing
@@ -250,69 +281,10 @@ impl Worker {
                 })
             }
             Err(err) if streams::is_nogroup(&err) => {
-                tracing::warn!("consumer group missing (Redis lost its data?), recreating it");
                 self.recreate_groups().await?;
                 Ok(Batch::default())
             }
             Err(err) => Err(err.into()),
         }
-    }
-
-    /// XAUTOCLAIMs entries idle past the claim time from every stream; a
-    /// stream that had pending entries deleted has its users reconciled.
-    async fn reclaim(&mut self) -> Result<Batch, WorkerError> {
-        let idle_ms = self.settings.claim_idle.as_millis() as u64;
-        let book = self.leases.open();
-        let mut entries = Vec::new();
-        for stream in self.streams.clone() {
-            if entries.len() >= self.settings.batch_size {
-                break;
-            }
-            let want = self.settings.batch_size - entries.len();
-            let sent = Instant::now();
-            match streams::autoclaim(&mut self.conn, &self.member, &stream, idle_ms, want).await {
-                Ok((claimed, deleted)) => {
-                    if let Some(coupon) = CouponKeys::coupon_of_events_stream(&stream).filter(|_| deleted > 0) {
-                        // Redis dropped them from the PEL: their users are found by reconciling.
-                        tracing::warn!(%stream, deleted, "pending entries were deleted from the stream before being processed");
-                        self.unreconciled.insert(coupon);
-                    }
-                    book.hold(&claimed, sent);
-                    entries.extend(claimed);
-                }
-                Err(err) if streams::is_nogroup(&err) => self.recreate_groups().await?,
-                Err(err) => return Err(err.into()),
-            }
-        }
-        self.reconcile_pending().await;
-        if !entries.is_empty() {
-            tracing::info!(count = entries.len(), "reclaimed entries idle with other members");
-            metrics::counter!(shared::metrics::RECLAIMED).increment(entries.len() as u64);
-        }
-        Ok(Batch {
-            entries,
-            reclaimed: true,
-            book,
-            ..Batch::default()
-        })
-    }
-
-    async fn trim_all(&mut self) -> Result<(), WorkerError> {
-        self.next_trim = Instant::now() + Duration::from_secs(5);
-        for stream in self.streams.clone() {
-            let Some(coupon) = CouponKeys::coupon_of_events_stream(&stream) else {
-                continue;
-            };
-            match streams::trim(&mut self.conn, &self.member, &stream).await {
-                Ok((len, pending)) => {
-                    metrics::gauge!(shared::metrics::STREAM_LENGTH, "coupon" => coupon.to_string()).set(len as f64);
-                    metrics::gauge!(shared::metrics::STREAM_PENDING, "coupon" => coupon.to_string())
-                        .set(pending as f64);
-                }
-                Err(err) if streams::is_nogroup(&err) || err.code() == Some("ERR") => {}
-                Err(err) => return Err(err.into()),
-            }
-        }
-        Ok(())
     }
 }

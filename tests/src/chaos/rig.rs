@@ -85,7 +85,7 @@ impl Rig {
                 let mut api = self.apis[which].lock().await;
                 api.kill9();
                 tokio::time::sleep(lasts).await;
-                *api = ApiProcess::spawn(&self.env).await;
+                *api = ApiProcess::respawn(&self.env).await;
                 self.targets.bases.write().unwrap_or_else(|e| e.into_inner())[which] = api.client.base.clone();
             }
             Fault::KillConsumer { which, .. } => {
