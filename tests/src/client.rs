@@ -78,3 +78,38 @@ impl Client {
         Self::answer(request.send().await.unwrap()).await
     }
 }
+
+/// An issue request's outcome as a client sees it: no status when no answer
+/// came (refused, reset, timed out).
+#[derive(Clone, Debug)]
+pub struct IssueReply {
+    pub status: Option<u16>,
+    /// The `error` code, or the transport error.
+    pub code: String,
+    pub position: Option<i64>,
+}
+
+/// `POST {base}/coupons/{coupon}/issue` for `user`, never panicking: fault
+/// tests expect some requests to get no answer.
+pub async fn post_issue(http: &reqwest::Client, base: &str, coupon: i64, user: i64) -> IssueReply {
+    let sent = http
+        .post(format!("{base}/coupons/{coupon}/issue"))
+        .json(&json!({ "user_id": user }))
+        .send()
+        .await;
+    let (status, body) = match sent {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            match response.bytes().await {
+                Ok(body) => (Some(status), serde_json::from_slice(&body).unwrap_or(Value::Null)),
+                Err(err) => (None, json!({ "error": err.to_string() })),
+            }
+        }
+        Err(err) => (None, json!({ "error": err.to_string() })),
+    };
+    IssueReply {
+        status,
+        code: body["error"].as_str().unwrap_or_default().to_string(),
+        position: body["position"].as_i64(),
+    }
+}

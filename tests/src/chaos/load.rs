@@ -5,7 +5,6 @@
 use futures::stream::{self, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
 use std::sync::RwLock;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -129,28 +128,14 @@ async fn ask(http: &reqwest::Client, targets: &Targets, i: usize, request: Reque
     let coupon = targets.coupon(request.slot);
     let sent = t0.elapsed();
     let started = Instant::now();
-    let response = http
-        .post(format!("{}/coupons/{coupon}/issue", targets.base(i)))
-        .json(&json!({ "user_id": request.user }))
-        .send()
-        .await;
-    let (status, body) = match response {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            match response.bytes().await {
-                Ok(body) => (Some(status), serde_json::from_slice(&body).unwrap_or(Value::Null)),
-                Err(err) => (None, json!({ "error": err.to_string() })),
-            }
-        }
-        Err(err) => (None, json!({ "error": err.to_string() })),
-    };
+    let reply = crate::client::post_issue(http, &targets.base(i), coupon, request.user).await;
     Answer {
         slot: request.slot,
         coupon,
         user: request.user,
-        status,
-        code: body["error"].as_str().unwrap_or_default().to_string(),
-        position: body["position"].as_i64(),
+        status: reply.status,
+        code: reply.code,
+        position: reply.position,
         sent,
         elapsed: started.elapsed(),
     }

@@ -3,7 +3,6 @@
 //! against the contract.
 
 use futures::stream::{self, StreamExt};
-use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -34,26 +33,12 @@ fn http_client() -> reqwest::Client {
 
 async fn ask(http: &reqwest::Client, base: &str, coupon: i64, user: i64, sent_at: Duration) -> Answer {
     let started = Instant::now();
-    let sent = http
-        .post(format!("{base}/coupons/{coupon}/issue"))
-        .json(&json!({ "user_id": user }))
-        .send()
-        .await;
-    let (status, body) = match sent {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            match response.bytes().await {
-                Ok(body) => (Some(status), serde_json::from_slice(&body).unwrap_or(Value::Null)),
-                Err(err) => (None, json!({ "error": err.to_string() })),
-            }
-        }
-        Err(err) => (None, json!({ "error": err.to_string() })),
-    };
+    let reply = integration_tests::client::post_issue(http, base, coupon, user).await;
     Answer {
         user,
-        status,
-        code: body["error"].as_str().unwrap_or_default().to_string(),
-        position: body["position"].as_i64(),
+        status: reply.status,
+        code: reply.code,
+        position: reply.position,
         sent: sent_at,
         elapsed: started.elapsed(),
     }
