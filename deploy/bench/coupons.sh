@@ -95,24 +95,7 @@ die() { log "FAILED: $*"; exit 1; }
 fact() { printf '%s\t%s\n' "$1" "$2" >>"$FACTS"; }
 sql() { mariadb -h 127.0.0.1 -P 3306 -uroot -N -B "$@"; }
 rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
-quote() {
-  local out="" a
-  for a in "$@"; do
-    if [[ $a =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then out+="$a "; else out+="'${a//\'/\'\\\'\'}' "; fi
-  done
-  printf '%s' "${out% }"
-}
-run() { quote "$@" >>"$COMMANDS"; echo >>"$COMMANDS"; "$@"; }
-start_bg() { # LOG cmd ...: records it, starts it, its PID in BG_PID and PIDS
-  local log=$1
-  shift
-  quote "$@" >>"$COMMANDS"
-  echo "   &" >>"$COMMANDS"
-  "$@" >"$log" 2>&1 &
-  BG_PID=$!
-  PIDS+=("$BG_PID")
-}
-record() { printf '%s\n' "$*" >>"$COMMANDS"; }
+source deploy/bench/lib.sh
 
 # ---------------------------------------------------------------- cleanup ---
 PIDS=()
@@ -130,14 +113,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-stop_pid() {
-  local pid=$1 keep=() p
-  kill -TERM "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-port_free() { ! ss -Htln "sport = :$1" | grep -q .; }
 # CPU time (user + system, clock ticks) a process has used so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 # Percent of one core from a tick count over SECONDS.
