@@ -17,10 +17,6 @@ pub struct ApiConfig {
     /// The longest a request may take before it is answered 503 (ms).
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 3000)]
     pub request_timeout_ms: u64,
-    /// How long a coupon's Redis state (metadata, issued set, failed users)
-    /// outlives its issue period before it expires (s); MySQL keeps the truth.
-    #[arg(long, env = "COUPON_RETENTION_S", default_value_t = 7 * 24 * 3600)]
-    pub coupon_retention_s: u64,
     #[command(flatten)]
     pub common: CommonConfig,
 }
@@ -30,10 +26,6 @@ impl ApiConfig {
         Duration::from_millis(self.request_timeout_ms)
     }
 
-    pub fn retention(&self) -> Duration {
-        Duration::from_secs(self.coupon_retention_s)
-    }
-
     /// The effective configuration for the start-up log line, secrets masked.
     pub fn summary(&self) -> String {
         let admin_token = if self.admin_token.is_some() { "set" } else { "unset" };
@@ -41,7 +33,6 @@ impl ApiConfig {
             ("listen_addr", &self.listen_addr),
             ("admin_token", &admin_token),
             ("request_timeout_ms", &self.request_timeout_ms),
-            ("coupon_retention_s", &self.coupon_retention_s),
         ])
     }
 }

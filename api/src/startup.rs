@@ -28,7 +28,7 @@ impl Application {
             redis,
             db,
             layout,
-            retention: config.retention(),
+            retention: config.common.redis.retention(),
             cache: CouponCache::new(layout),
             script: IssueScript::default(),
             admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),

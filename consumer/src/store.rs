@@ -1,14 +1,16 @@
-//! The consumer's MySQL write: one transaction per coupon per batch that inserts
-//! the new issues idempotently and raises `issued_quantity` by exactly the rows
-//! inserted, never past `total_quantity` (guarantee 4 of docs/GUARANTEES.md
-//! holds here even if Redis forgot everything).
+//! The consumer's MySQL write: one transaction per batch, whatever coupons its
+//! events are of. It locks their coupon rows in id order (two consumers never
+//! deadlock), inserts the new issues idempotently in one statement and raises
+//! each coupon's `issued_quantity` by exactly the rows inserted for it, never
+//! past `total_quantity` (guarantee 4 of docs/GUARANTEES.md holds here even if
+//! Redis forgot everything).
 
 use crate::worker::Lease;
 use chrono::{DateTime, Datelike, Utc};
 use shared::{CouponId, IssueEvent};
 use sqlx::{MySqlPool, QueryBuilder};
 use std::borrow::Borrow;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Why an event can never be written; it goes to the dead-letter stream (as a
 /// `dead_letter::DeadReason`, which names it).
@@ -28,15 +30,15 @@ pub enum WriteError {
     #[error("mysql: {0}")]
     Mysql(#[from] sqlx::Error),
     /// Its entries were last confirmed pending `COMMIT_LEASE` ago or more when
-    /// it held the coupon row: it rolled back (see `shared::lease`).
+    /// it held the coupon rows: it rolled back (see `shared::lease`).
     #[error("the batch's commit lease ran out before it could commit")]
     LeaseExpired,
 }
 
-/// What one transaction did with a coupon's events.
+/// What one transaction did with a batch's events.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Written {
-    /// Rows inserted (and added to `issued_quantity`).
+    /// Rows inserted (and added to their coupons' `issued_quantity`).
     pub inserted: u64,
     /// Events whose row was already there: redeliveries, no-ops.
     pub duplicates: u64,
@@ -44,92 +46,219 @@ pub struct Written {
     pub refused: Vec<(usize, Refusal)>,
 }
 
-/// Writes `events` (all of `coupon`) in one transaction. The coupon's row is
-/// locked first, so concurrent consumers of one coupon serialise here and the
-/// room left is exact; then, holding it, the batch's `lease` is checked: an
-/// expired one rolls back (a rebuild may have read MySQL without these rows).
-#[tracing::instrument(name = "INSERT coupon_issues", skip_all, fields(db.system.name = "mysql", db.system = "mysql", db.operation.name = "INSERT", db.collection.name = "coupon_issues", otel.kind = "client", coupon = %coupon, events = events.len()))]
+/// A coupon's row as locked by the transaction.
+#[derive(Clone, Copy, Debug, sqlx::FromRow)]
+struct Locked {
+    id: i64,
+    total_quantity: i64,
+    issued_quantity: i64,
+}
+
+/// Whether a transaction looks up which of its users already have a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lookup {
+    /// Only for coupons whose events do not all fit in the room left.
+    NearSellOut,
+    /// For every coupon: a redelivery was found among the events.
+    Always,
+}
+
+/// Writes `events` (of any coupons) in one transaction. The coupons' rows are
+/// locked first, in id order, so concurrent consumers of a coupon serialise
+/// here and the room left is exact; then, holding them, the batch's `lease` is
+/// checked: an expired one rolls back (a rebuild may have read MySQL without
+/// these rows).
+#[tracing::instrument(name = "INSERT coupon_issues", skip_all, fields(db.system.name = "mysql", db.system = "mysql", db.operation.name = "INSERT", db.collection.name = "coupon_issues", otel.kind = "client", events = events.len()))]
 pub async fn write_issues<E: Borrow<IssueEvent>>(
     db: &MySqlPool,
-    coupon: CouponId,
     events: &[E],
     lease: &Lease<'_>,
 ) -> Result<Written, WriteError> {
+    let mut by_coupon: BTreeMap<CouponId, Vec<usize>> = BTreeMap::new();
+    for (i, event) in events.iter().enumerate() {
+        by_coupon.entry(event.borrow().coupon_id).or_default().push(i);
+    }
+    if let Some(written) = write_once(db, events, &by_coupon, lease, Lookup::NearSellOut).await? {
+        return Ok(written);
+    }
+    // Every coupon's existing users looked up under its row lock: a planned
+    // insert can meet a row only if something wrote one without that lock.
+    write_once(db, events, &by_coupon, lease, Lookup::Always)
+        .await?
+        .ok_or_else(|| sqlx::Error::Protocol("a row appeared under the coupon's lock".into()).into())
+}
+
+/// One attempt at the transaction. `None` (rolled back) when, having skipped
+/// the lookup of existing users, the insert met a redelivery: its row count no
+/// longer tells each coupon's inserted rows, so the caller tries again with
+/// [`Lookup::Always`].
+async fn write_once<E: Borrow<IssueEvent>>(
+    db: &MySqlPool,
+    events: &[E],
+    by_coupon: &BTreeMap<CouponId, Vec<usize>>,
+    lease: &Lease<'_>,
+    lookup: Lookup,
+) -> Result<Option<Written>, WriteError> {
     let mut tx = db.begin().await?;
-    let row: Option<(i64, i64)> =
-        sqlx::query_as("SELECT total_quantity, issued_quantity FROM coupons WHERE id = ? FOR UPDATE")
-            .bind(coupon.get())
-            .fetch_optional(&mut *tx)
-            .await?;
+    let locked = lock_coupons(&mut tx, by_coupon.keys().copied()).await?;
     if !lease.holds() {
         tx.rollback().await?;
         return Err(WriteError::LeaseExpired);
     }
-    let Some((total, issued)) = row else {
-        return Ok(Written {
-            refused: (0..events.len()).map(|i| (i, Refusal::CouponNotFound)).collect(),
-            ..Written::default()
-        });
-    };
-    // When every event fits in the room left, telling redeliveries apart first
-    // can not change the outcome: INSERT IGNORE skips them and its row count says
-    // how many were new. Only near sell-out is the lookup needed (benchmarked:
-    // it was a third of the consumer's MySQL time).
-    let existing = if events.len() as i64 <= total - issued {
-        HashSet::new()
-    } else {
-        existing_users(&mut tx, coupon, events).await?
-    };
-    let plan = plan(events, &existing, total - issued);
-    let mut written = Written {
-        duplicates: plan.duplicates,
-        refused: plan.refused,
-        inserted: 0,
-    };
-    if !plan.insert.is_empty() {
-        let now = Utc::now();
-        let mut insert = QueryBuilder::new(
-            "INSERT IGNORE INTO coupon_issues (coupon_id, user_id, position, accepted_at, issued_at) ",
+    let mut written = Written::default();
+    // When every event of a coupon fits in the room left, telling redeliveries
+    // apart first can not change the outcome: INSERT IGNORE skips them and the
+    // row count says how many were new. Only near sell-out is the lookup
+    // needed (benchmarked: it was a third of the consumer's MySQL time).
+    let looked_up: Vec<(CouponId, Vec<i64>)> = by_coupon
+        .iter()
+        .filter_map(|(coupon, indexes)| {
+            let row = locked.get(coupon)?;
+            let fits = indexes.len() as i64 <= row.total_quantity - row.issued_quantity;
+            (lookup == Lookup::Always || !fits).then(|| {
+                (
+                    *coupon,
+                    indexes.iter().map(|&i| events[i].borrow().user_id.get()).collect(),
+                )
+            })
+        })
+        .collect();
+    let existing = existing_rows(&mut tx, &looked_up).await?;
+    let mut insert: Vec<usize> = Vec::new();
+    let mut planned: BTreeMap<CouponId, u64> = BTreeMap::new();
+    for (coupon, indexes) in by_coupon {
+        let Some(row) = locked.get(coupon) else {
+            written
+                .refused
+                .extend(indexes.iter().map(|&i| (i, Refusal::CouponNotFound)));
+            continue;
+        };
+        let coupon_events: Vec<&IssueEvent> = indexes.iter().map(|&i| events[i].borrow()).collect();
+        let none = HashSet::new();
+        let plan = plan(
+            &coupon_events,
+            existing.get(coupon).unwrap_or(&none),
+            row.total_quantity - row.issued_quantity,
         );
-        insert.push_values(plan.insert.iter().map(|&i| events[i].borrow()), |mut row, event| {
-            #[allow(clippy::expect_used)]
-            let accepted_at = accepted_at(event).expect("plan() refuses every event without a valid accepted_at");
-            row.push_bind(coupon.get())
-                .push_bind(event.user_id.get())
-                .push_bind(event.position)
-                .push_bind(accepted_at)
-                .push_bind(now);
-        });
-        written.inserted = insert.build().execute(&mut *tx).await?.rows_affected();
-        written.duplicates += plan.insert.len() as u64 - written.inserted;
-    }
-    if written.inserted > 0 {
-        let raised = sqlx::query("UPDATE coupons SET issued_quantity = issued_quantity + ? WHERE id = ? AND issued_quantity + ? <= total_quantity")
-            .bind(written.inserted)
-            .bind(coupon.get())
-            .bind(written.inserted)
-            .execute(&mut *tx)
-            .await?;
-        if raised.rows_affected() != 1 {
-            // Impossible while the row lock holds; refuse to commit rather than drift.
-            return Err(sqlx::Error::Protocol("issued_quantity guard refused the update".into()).into());
+        written.duplicates += plan.duplicates;
+        written
+            .refused
+            .extend(plan.refused.into_iter().map(|(j, refusal)| (indexes[j], refusal)));
+        if !plan.insert.is_empty() {
+            planned.insert(*coupon, plan.insert.len() as u64);
         }
+        insert.extend(plan.insert.into_iter().map(|j| indexes[j]));
+    }
+    if !insert.is_empty() {
+        let inserted = insert_rows(&mut tx, insert.iter().map(|&i| events[i].borrow())).await?;
+        if inserted != insert.len() as u64 {
+            // Only possible without the lookup: a redelivery was planned as new.
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        written.inserted = inserted;
+        raise_issued(&mut tx, &planned).await?;
     }
     tx.commit().await?;
-    Ok(written)
+    Ok(Some(written))
 }
 
-async fn existing_users<E: Borrow<IssueEvent>>(
+/// Locks the rows of `coupons` (ascending: a `BTreeMap`'s keys), in id order.
+async fn lock_coupons(
     tx: &mut sqlx::MySqlConnection,
-    coupon: CouponId,
-    events: &[E],
-) -> Result<HashSet<i64>, sqlx::Error> {
-    let users: Vec<i64> = events.iter().map(|e| e.borrow().user_id.get()).collect();
-    let rows: Vec<i64> = select_users(coupon, Some(&users))
-        .build_query_scalar()
-        .fetch_all(tx)
-        .await?;
-    Ok(rows.into_iter().collect())
+    coupons: impl Iterator<Item = CouponId>,
+) -> Result<HashMap<CouponId, Locked>, sqlx::Error> {
+    let mut select = QueryBuilder::new("SELECT id, total_quantity, issued_quantity FROM coupons WHERE id IN (");
+    let mut list = select.separated(", ");
+    for coupon in coupons {
+        list.push_bind(coupon.get());
+    }
+    select.push(") ORDER BY id FOR UPDATE");
+    let rows: Vec<Locked> = select.build_query_as().fetch_all(tx).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| Some((CouponId::new(row.id).ok()?, row)))
+        .collect())
+}
+
+/// One multi-row `INSERT IGNORE` of `events`; returns the rows inserted.
+async fn insert_rows<'e>(
+    tx: &mut sqlx::MySqlConnection,
+    events: impl Iterator<Item = &'e IssueEvent>,
+) -> Result<u64, sqlx::Error> {
+    let now = Utc::now();
+    let mut insert =
+        QueryBuilder::new("INSERT IGNORE INTO coupon_issues (coupon_id, user_id, position, accepted_at, issued_at) ");
+    insert.push_values(events, |mut row, event| {
+        #[allow(clippy::expect_used)]
+        let accepted_at = accepted_at(event).expect("plan() refuses every event without a valid accepted_at");
+        row.push_bind(event.coupon_id.get())
+            .push_bind(event.user_id.get())
+            .push_bind(event.position)
+            .push_bind(accepted_at)
+            .push_bind(now);
+    });
+    Ok(insert.build().execute(tx).await?.rows_affected())
+}
+
+/// Raises each coupon's `issued_quantity` by its rows inserted, in one
+/// statement guarded so that no coupon passes its `total_quantity`.
+async fn raise_issued(tx: &mut sqlx::MySqlConnection, by: &BTreeMap<CouponId, u64>) -> Result<(), sqlx::Error> {
+    let raise = |update: &mut QueryBuilder<sqlx::MySql>| {
+        update.push("issued_quantity + CASE id");
+        for (coupon, n) in by {
+            update
+                .push(" WHEN ")
+                .push_bind(coupon.get())
+                .push(" THEN ")
+                .push_bind(*n);
+        }
+        update.push(" END");
+    };
+    let mut update = QueryBuilder::new("UPDATE coupons SET issued_quantity = ");
+    raise(&mut update);
+    update.push(" WHERE id IN (");
+    let mut list = update.separated(", ");
+    for coupon in by.keys() {
+        list.push_bind(coupon.get());
+    }
+    update.push(") AND ");
+    raise(&mut update);
+    update.push(" <= total_quantity");
+    let raised = update.build().execute(tx).await?.rows_affected();
+    if raised != by.len() as u64 {
+        // Impossible while the row locks hold; refuse to commit rather than drift.
+        return Err(sqlx::Error::Protocol("issued_quantity guard refused the update".into()));
+    }
+    Ok(())
+}
+
+/// Which of the `users` of each coupon already have a row, in one query.
+async fn existing_rows(
+    tx: &mut sqlx::MySqlConnection,
+    wanted: &[(CouponId, Vec<i64>)],
+) -> Result<HashMap<CouponId, HashSet<i64>>, sqlx::Error> {
+    let mut existing: HashMap<CouponId, HashSet<i64>> = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(existing);
+    }
+    let mut select = QueryBuilder::new("SELECT coupon_id, user_id FROM coupon_issues WHERE ");
+    for (n, (coupon, users)) in wanted.iter().enumerate() {
+        select.push(if n == 0 { "(coupon_id = " } else { " OR (coupon_id = " });
+        select.push_bind(coupon.get()).push(" AND user_id IN (");
+        let mut list = select.separated(", ");
+        for user in users {
+            list.push_bind(*user);
+        }
+        select.push("))");
+    }
+    let rows: Vec<(i64, i64)> = select.build_query_as().fetch_all(tx).await?;
+    for (coupon, user) in rows {
+        if let Ok(coupon) = CouponId::new(coupon) {
+            existing.entry(coupon).or_default().insert(user);
+        }
+    }
+    Ok(existing)
 }
 
 /// When the API accepted `event`, if that is a time `coupon_issues.accepted_at`
@@ -150,15 +279,15 @@ pub struct Plan {
 /// Decides per event, in position order so that if the quantity no longer fits
 /// (only possible after Redis lost state) the earliest accepted keep their rows.
 /// An event without a valid acceptance time is refused outright.
-pub fn plan<E: Borrow<IssueEvent>>(events: &[E], existing: &HashSet<i64>, room: i64) -> Plan {
+pub fn plan(events: &[&IssueEvent], existing: &HashSet<i64>, room: i64) -> Plan {
     let mut order: Vec<usize> = (0..events.len()).collect();
-    order.sort_by_key(|&i| events[i].borrow().position);
+    order.sort_by_key(|&i| events[i].position);
     let mut seen = HashSet::new();
     let mut plan = Plan::default();
     let mut room = room.max(0);
     for i in order {
-        let user = events[i].borrow().user_id.get();
-        if accepted_at(events[i].borrow()).is_none() {
+        let user = events[i].user_id.get();
+        if accepted_at(events[i]).is_none() {
             plan.refused.push((i, Refusal::InvalidAcceptedAt));
         } else if existing.contains(&user) || !seen.insert(user) {
             plan.duplicates += 1;
@@ -220,7 +349,7 @@ mod tests {
     fn redeliveries_are_noops_and_the_earliest_keep_the_last_rooms() {
         let events = [event(30, 3), event(10, 1), event(20, 2), event(10, 1), event(40, 4)];
         let existing = HashSet::from([20]);
-        let plan = plan(&events, &existing, 1);
+        let plan = plan(&events.iter().collect::<Vec<_>>(), &existing, 1);
         assert_eq!(plan.insert, vec![1]);
         assert_eq!(plan.duplicates, 2);
         assert_eq!(
@@ -236,10 +365,10 @@ mod tests {
             ..event(1, 1)
         };
         for bad in [i64::MAX, i64::MIN, -62_000_000_000_000, 253_402_300_800_000] {
-            let plan = plan(&[at(bad)], &HashSet::new(), 10);
+            let plan = plan(&[&at(bad)], &HashSet::new(), 10);
             assert_eq!(plan.refused, vec![(0, Refusal::InvalidAcceptedAt)], "{bad}");
             assert!(plan.insert.is_empty());
         }
-        assert_eq!(plan(&[at(1_764_000_000_000)], &HashSet::new(), 10).insert, vec![0]);
+        assert_eq!(plan(&[&at(1_764_000_000_000)], &HashSet::new(), 10).insert, vec![0]);
     }
 }

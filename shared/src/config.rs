@@ -24,9 +24,17 @@ pub struct RedisConfig {
     #[arg(long, env = "STREAM_PARTITIONS", default_value_t = Layout::DEFAULT_PARTITIONS,
           value_parser = clap::value_parser!(u16).range(1..=i64::from(Layout::MAX_PARTITIONS)))]
     pub stream_partitions: u16,
+    /// How long a coupon's Redis state (metadata, issued set, failed users)
+    /// outlives its issue period before it expires (s); MySQL keeps the truth.
+    #[arg(long, env = "COUPON_RETENTION_S", default_value_t = 7 * 24 * 3600)]
+    pub coupon_retention_s: u64,
 }
 
 impl RedisConfig {
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.coupon_retention_s)
+    }
+
     /// How coupons map to partition streams.
     pub fn layout(&self) -> Layout {
         #[allow(clippy::expect_used)]
@@ -103,10 +111,11 @@ impl CommonConfig {
     /// The effective configuration for the start-up log line: a binary's `own`
     /// settings, then the common ones, as `name=value` pairs with secrets masked.
     pub fn summary(&self, own: &[(&str, &dyn Display)]) -> String {
-        let common: [(&str, &dyn Display); 7] = [
+        let common: [(&str, &dyn Display); 8] = [
             ("redis_url", &self.redis.describe()),
             ("redis_timeout_ms", &self.redis.redis_timeout_ms),
             ("stream_partitions", &self.redis.stream_partitions),
+            ("coupon_retention_s", &self.redis.coupon_retention_s),
             ("database_url", &mask_url(&self.database.database_url)),
             ("database_max_connections", &self.database.database_max_connections),
             (
@@ -146,6 +155,7 @@ mod tests {
                 redis_cluster_urls: None,
                 redis_timeout_ms: 1000,
                 stream_partitions: 16,
+                coupon_retention_s: 604800,
             },
             database: DatabaseConfig {
                 database_url: "mysql://root:s3cret@db/coupon".into(),
@@ -160,7 +170,7 @@ mod tests {
         let summary = common.summary(&[("listen_addr", &":0"), ("admin_token", &"set")]);
         assert_eq!(
             summary,
-            "listen_addr=:0 admin_token=set redis_url=redis://127.0.0.1:6379 redis_timeout_ms=1000 stream_partitions=16 \
+            "listen_addr=:0 admin_token=set redis_url=redis://127.0.0.1:6379 redis_timeout_ms=1000 stream_partitions=16 coupon_retention_s=604800 \
              database_url=mysql://root:***@db/coupon database_max_connections=8 otlp_endpoint=unset otlp_protocol=grpc"
         );
     }

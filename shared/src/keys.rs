@@ -158,11 +158,28 @@ pub struct LegacyKeys {
     pub events: String,
     pub meta: String,
     pub issued: String,
+    /// The coupon's dead-letter stream.
+    pub dead: String,
+    /// The coupon's users given up on, with why.
+    pub failed: String,
+}
+
+/// Which of a coupon's keys of the layout before partitions a key is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LegacyKind {
+    Events,
+    Meta,
+    Issued,
+    Dead,
+    Failed,
+    /// Any other key under the coupon's tag (a rebuild lock, an attempts hash).
+    Other,
 }
 
 impl LegacyKeys {
-    /// SCAN pattern of the legacy per-coupon streams.
-    pub const EVENTS_PATTERN: &'static str = "coupon:{*}:events";
+    /// SCAN pattern of every key of the layout before partitions (a digit after
+    /// the brace: the partition layout's tags start with `p`).
+    pub const PATTERN: &'static str = "coupon:{[0-9]*}:*";
 
     pub fn new(coupon: CouponId) -> Self {
         let tag = format!("coupon:{{{coupon}}}");
@@ -170,12 +187,31 @@ impl LegacyKeys {
             events: format!("{tag}:events"),
             meta: format!("{tag}:meta"),
             issued: format!("{tag}:issued"),
+            dead: format!("{tag}:dead"),
+            failed: format!("{tag}:failed"),
         }
+    }
+
+    /// The coupon and kind of a key of the layout before partitions, if it is one.
+    pub fn parse(key: &str) -> Option<(CouponId, LegacyKind)> {
+        let (coupon, suffix) = key.strip_prefix("coupon:{")?.split_once("}:")?;
+        let kind = match suffix {
+            "events" => LegacyKind::Events,
+            "meta" => LegacyKind::Meta,
+            "issued" => LegacyKind::Issued,
+            "dead" => LegacyKind::Dead,
+            "failed" => LegacyKind::Failed,
+            _ => LegacyKind::Other,
+        };
+        Some((coupon.parse().ok()?, kind))
     }
 
     /// The coupon whose legacy events stream this is, if it is one.
     pub fn coupon_of_events_stream(key: &str) -> Option<CouponId> {
-        key.strip_prefix("coupon:{")?.strip_suffix("}:events")?.parse().ok()
+        match Self::parse(key)? {
+            (coupon, LegacyKind::Events) => Some(coupon),
+            _ => None,
+        }
     }
 }
 

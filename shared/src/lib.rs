@@ -34,4 +34,4 @@ pub mod telemetry;
 pub use coupon::{Coupon, Period};
 pub use event::IssueEvent;
 pub use ids::{CouponId, UserId};
-pub use keys::{CouponKeys, Layout, LegacyKeys, PartitionKeys};
+pub use keys::{CouponKeys, Layout, LegacyKeys, LegacyKind, PartitionKeys};

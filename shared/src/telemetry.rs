@@ -115,14 +115,63 @@ fn provider(
         .build())
 }
 
-/// The W3C trace context of `span`, to travel inside an event.
+/// The most of a `tracestate` an event carries: the 512 characters W3C Trace
+/// Context asks every vendor to pass on. A client's header could otherwise make
+/// every event, and so a consumer's batch, as large as a header may be.
+pub const MAX_TRACESTATE: usize = 512;
+
+/// The W3C trace context of `span`, to travel inside an event; its
+/// `tracestate` cut to [`MAX_TRACESTATE`].
 pub fn inject_context(span: &tracing::Span) -> HashMap<String, String> {
     let mut carrier = HashMap::new();
     TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+    if let Some(state) = carrier.remove("tracestate") {
+        let kept = bounded_tracestate(&state);
+        if !kept.is_empty() {
+            carrier.insert("tracestate".into(), kept);
+        }
+    }
     carrier
+}
+
+/// The leading list members of `state` that fit in [`MAX_TRACESTATE`]: the
+/// spec's way to shorten it (members are dropped whole, from the right).
+fn bounded_tracestate(state: &str) -> String {
+    let mut kept = String::new();
+    for member in state.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let needed = if kept.is_empty() {
+            member.len()
+        } else {
+            kept.len() + 1 + member.len()
+        };
+        if needed > MAX_TRACESTATE {
+            break;
+        }
+        if !kept.is_empty() {
+            kept.push(',');
+        }
+        kept.push_str(member);
+    }
+    kept
 }
 
 /// The remote parent carried by an event, to hang the consumer's span under it.
 pub fn extract_context(carrier: &HashMap<String, String>) -> opentelemetry::Context {
     TraceContextPropagator::new().extract(carrier)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_tracestate_keeps_its_leading_members_that_fit() {
+        assert_eq!(bounded_tracestate("a=1, b=2"), "a=1,b=2");
+        let member = format!("v={}", "x".repeat(250));
+        let long = [member.as_str(); 5].join(",");
+        let kept = bounded_tracestate(&long);
+        assert_eq!(kept, [member.as_str(); 2].join(","));
+        assert!(kept.len() <= MAX_TRACESTATE);
+        assert_eq!(bounded_tracestate(&format!("big={}", "y".repeat(600))), "");
+    }
 }

@@ -69,6 +69,7 @@ impl Env {
             redis_cluster_urls: self.redis_cluster_urls.clone(),
             redis_timeout_ms: 1000,
             stream_partitions: shared::Layout::DEFAULT_PARTITIONS,
+            coupon_retention_s: 7 * 24 * 3600,
         }
     }
 
@@ -163,7 +164,6 @@ pub fn api_config(env: &Env, admin_token: Option<&str>) -> api::ApiConfig {
         listen_addr: "127.0.0.1:0".into(),
         admin_token: admin_token.map(String::from),
         request_timeout_ms: 3000,
-        coupon_retention_s: 7 * 24 * 3600,
         common: env.common_config(),
     }
 }

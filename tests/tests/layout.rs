@@ -13,7 +13,7 @@ use std::time::Duration;
 async fn a_coupons_redis_state_expires_after_its_retention_and_mysql_answers_for_it() {
     let env = Env::shared().await;
     let mut config = spawn::api_config(&env, Some(spawn::ADMIN_TOKEN));
-    config.coupon_retention_s = 2;
+    config.common.redis.coupon_retention_s = 2;
     let app = spawn::spawn_app_with(config).await;
     let consumer = spawn::spawn_consumer(&env, "c1").await;
     let now = chrono::Utc::now();

@@ -248,6 +248,86 @@ async fn a_sale_on_several_of_two_thousand_coupons_at_once_ends_with_exact_rows(
     stage.finish().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_batch_of_many_coupons_with_a_redelivery_a_sell_out_and_a_missing_coupon_writes_exact_rows() {
+    let stage = Stage::start().await;
+    let coupons = stage.open_coupons(3, 10).await;
+    let (plain, last_rooms, redelivered) = (coupons[0], coupons[1], coupons[2]);
+    // Two rooms left of ten: as if Redis had lost its state and accepted anew.
+    sqlx::query("UPDATE coupons SET total_quantity = 2 WHERE id = ?")
+        .bind(last_rooms)
+        .execute(&stage.db)
+        .await
+        .unwrap();
+    // User 7's row was committed before a crash that kept its entry pending.
+    sqlx::query("INSERT INTO coupon_issues (coupon_id, user_id, position, accepted_at, issued_at) VALUES (?, 7, 1, NOW(), NOW())")
+        .bind(redelivered)
+        .execute(&stage.db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE coupons SET issued_quantity = 1 WHERE id = ?")
+        .bind(redelivered)
+        .execute(&stage.db)
+        .await
+        .unwrap();
+    let missing = coupons.iter().max().unwrap() + 1000;
+    for user in 1..=3 {
+        stage.accept(plain, user).await;
+    }
+    for user in 1..=4 {
+        stage.accept(last_rooms, user).await;
+    }
+    stage.accept(redelivered, 7).await;
+    stage.accept(redelivered, 8).await;
+    let keys = stage.layout.coupon(id(missing));
+    stage
+        .accept_into((&keys.events, &keys.issued), missing, 1, now_ms())
+        .await;
+
+    // Every event is in the streams before the consumer starts: its first read
+    // takes them all, of four coupons in several partitions, as one batch.
+    let consumer = spawn::spawn_consumer(&stage.env, "c").await;
+    stage.wait_rows(plain, &BTreeSet::from([1, 2, 3])).await;
+    stage.wait_rows(last_rooms, &BTreeSet::from([1, 2])).await;
+    stage.wait_rows(redelivered, &BTreeSet::from([7, 8])).await;
+    for (coupon, issued) in [(plain, 3), (last_rooms, 2), (redelivered, 2)] {
+        let ledger = stage.env.ledger(coupon).await;
+        assert_eq!(
+            (ledger.rows, ledger.issued_quantity),
+            (issued, Some(issued)),
+            "coupon {coupon}: {ledger:?}"
+        );
+    }
+    let letters = wait::until(Duration::from_secs(10), "three dead letters", || async {
+        let mut redis = stage.redis.clone();
+        let letters = consumer::dead_letter::list(&mut redis, &stage.layout, None)
+            .await
+            .ok()?;
+        (letters.len() == 3).then_some(letters)
+    })
+    .await;
+    let reasons: BTreeSet<(Option<i64>, Option<i64>, String)> = letters
+        .iter()
+        .map(|l| {
+            (
+                l.coupon_id,
+                l.user_id,
+                l.reason.split(':').next().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        BTreeSet::from([
+            (Some(last_rooms), Some(3), "quantity_exceeded".to_string()),
+            (Some(last_rooms), Some(4), "quantity_exceeded".to_string()),
+            (Some(missing), Some(1), "coupon_not_found".to_string()),
+        ])
+    );
+    consumer.stop().await;
+    stage.finish().await;
+}
+
 #[tokio::test]
 async fn an_event_read_two_days_after_its_coupon_ended_is_still_written() {
     let stage = Stage::start().await;
@@ -399,7 +479,7 @@ async fn users_of_entries_deleted_from_a_partition_end_failed_and_the_others_are
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_upgrades_per_coupon_streams_are_drained_into_mysql_then_deleted() {
+async fn an_upgrades_per_coupon_streams_are_drained_into_mysql_its_dead_letters_adopted_and_its_old_keys_deleted() {
     let stage = Stage::start().await;
     let coupons = stage.open_coupons(3, 10).await;
     let mut redis = stage.redis.clone();
@@ -437,6 +517,39 @@ async fn an_upgrades_per_coupon_streams_are_drained_into_mysql_then_deleted() {
         .query_async(&mut redis)
         .await
         .unwrap();
+    // And a coupon whose events were all written before the upgrade but one,
+    // given up on: its dead letter and failed mark.
+    let given_up = stage.open_coupons(1, 10).await[0];
+    let old = LegacyKeys::new(id(given_up));
+    let _: String = redis::cmd("XADD")
+        .arg(&old.dead)
+        .arg("*")
+        .arg(FIELD_EVENT)
+        .arg(event(given_up, 9, now_ms()))
+        .arg(FIELD_POSITION)
+        .arg(4)
+        .arg("reason")
+        .arg("quantity_exceeded")
+        .arg("source_id")
+        .arg("1-1")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: i64 = redis.hset(&old.failed, 9, "quantity_exceeded").await.unwrap();
+    let status_of_given_up = || async {
+        wait::until(Duration::from_secs(15), "an answer other than 503", || async {
+            let (status, body) = stage.app.client.get(&format!("/coupons/{given_up}/issues/9")).await;
+            (status != 503).then_some(body)
+        })
+        .await
+    };
+    // Before any consumer of the new version ran, the status tells already.
+    let status = status_of_given_up().await;
+    assert_eq!(
+        (&status["status"], &status["reason"]),
+        (&"failed".into(), &"quantity_exceeded".into()),
+        "{status}"
+    );
 
     let mut config = spawn::consumer_config(&stage.env, "new");
     config.claim_idle_ms = 300;
@@ -453,6 +566,40 @@ async fn an_upgrades_per_coupon_streams_are_drained_into_mysql_then_deleted() {
         (left == 0).then_some(())
     })
     .await;
+
+    // Nothing of the old layout is left; the request given up on is still
+    // failed, and its letter, now in the partition's stream, replays.
+    wait::until(
+        Duration::from_secs(20),
+        "every key of the old layout to be gone",
+        || async {
+            let mut redis = stage.redis.clone();
+            let keys: Vec<&String> = legacy
+                .iter()
+                .flat_map(|k| [&k.meta, &k.issued, &k.dead, &k.failed])
+                .collect();
+            let left: i64 = redis.exists(keys).await.ok()?;
+            (left == 0).then_some(())
+        },
+    )
+    .await;
+    let status = status_of_given_up().await;
+    assert_eq!(
+        (&status["status"], &status["reason"]),
+        (&"failed".into(), &"quantity_exceeded".into()),
+        "{status}"
+    );
+    let keys = stage.layout.coupon(id(given_up));
+    assert_expires_with(&mut redis, &keys.failed, &keys.meta).await;
+    let letters = consumer::dead_letter::list(&mut redis, &stage.layout, Some(id(given_up)))
+        .await
+        .unwrap();
+    assert_eq!(letters.iter().map(|l| l.user_id).collect::<Vec<_>>(), vec![Some(9)]);
+    let replayed = consumer::dead_letter::replay(&mut redis, &stage.layout, id(given_up), None)
+        .await
+        .unwrap();
+    assert_eq!(replayed, 1);
+    stage.wait_rows(given_up, &BTreeSet::from([9])).await;
 
     // The API rebuilds the coupon's new state from MySQL: the drained users
     // stay issued and a new one is accepted and written.

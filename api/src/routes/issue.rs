@@ -11,8 +11,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
-use shared::{CouponId, IssueEvent, Period, UserId};
+use shared::redis_conn::RedisConn;
+use shared::{CouponId, IssueEvent, LegacyKeys, Period, UserId};
 use utoipa::ToSchema;
 
 /// Who asks for the coupon.
@@ -140,6 +142,15 @@ pub async fn status(State(app): State<AppState>, path: IssuePath) -> Result<Json
     match (reason, accepted) {
         (Some(reason), _) => Ok(Json(IssueStatus::Failed { reason })),
         (None, true) => Ok(Json(IssueStatus::Pending)),
-        (None, false) => Err(ApiError::NotFound("this user has no accepted request for this coupon")),
+        (None, false) => match legacy_failure(&mut app.redis(), coupon.id, user).await? {
+            Some(reason) => Ok(Json(IssueStatus::Failed { reason })),
+            None => Err(ApiError::NotFound("this user has no accepted request for this coupon")),
+        },
     }
+}
+
+/// Why `user`'s request was given up on before an upgrade to partitions, while
+/// the consumers have not yet moved the mark (their legacy scan does).
+async fn legacy_failure(redis: &mut RedisConn, coupon: CouponId, user: UserId) -> Result<Option<String>, ApiError> {
+    Ok(redis.hget(LegacyKeys::new(coupon).failed, user.get()).await?)
 }

@@ -17,6 +17,7 @@ use shared::{CouponId, IssueEvent, Layout, UserId};
 use std::fmt;
 use std::sync::LazyLock;
 
+pub mod adopt;
 mod letters;
 
 pub use letters::{list, replay, DeadLetter};

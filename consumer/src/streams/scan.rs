@@ -17,10 +17,10 @@ pub async fn in_slot(conn: &mut RedisConn, slot_key: &str, pattern: &str) -> Red
     on_node(conn, &node, pattern, None).await
 }
 
-/// The keys of Redis type `kind` matching `pattern` on every master.
-pub async fn everywhere(conn: &mut RedisConn, pattern: &str, kind: &str) -> RedisResult<Vec<String>> {
+/// The keys matching `pattern` (of Redis type `kind`, when given) on every master.
+pub async fn everywhere(conn: &mut RedisConn, pattern: &str, kind: Option<&str>) -> RedisResult<Vec<String>> {
     let RedisConn::Cluster(cluster) = conn else {
-        return on_node(conn, &SingleNodeRoutingInfo::Random, pattern, Some(kind)).await;
+        return on_node(conn, &SingleNodeRoutingInfo::Random, pattern, kind).await;
     };
     // A PING to every master answers with each one's address.
     let masters = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
@@ -37,7 +37,7 @@ pub async fn everywhere(conn: &mut RedisConn, pattern: &str, kind: &str) -> Redi
             host: host.to_string(),
             port,
         };
-        keys.extend(on_node(conn, &node, pattern, Some(kind)).await?);
+        keys.extend(on_node(conn, &node, pattern, kind).await?);
     }
     Ok(keys)
 }

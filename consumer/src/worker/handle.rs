@@ -2,27 +2,30 @@
 //! lease, bury what can never be written, ack the rest, with the spans that join
 //! each event to its request.
 //!
-//! A batch read from partitions holds events of many coupons: each stream's
-//! entries are decoded (the event names its coupon), grouped by coupon, and each
-//! coupon's events written in a transaction of its own, coupons in id order (a
-//! transaction locks one coupon row, so two consumers never deadlock).
+//! A batch read from partitions holds events of many coupons (and of several
+//! streams): all of them are written in one transaction, which locks their
+//! coupon rows in id order (see [`store::write_issues`]), so a batch costs one
+//! commit however many coupons it touches, and two consumers never deadlock.
+//! The acks then go out together, one per stream and coupon (a coupon's issued
+//! set shares its partition stream's slot).
 //!
 //! Every entry leaves the batch the moment it is buried, dropped or acked, so a
 //! retry after an error (MySQL down, an ack that failed) handles only what is
 //! left and never buries an entry twice.
 
-use super::{Batch, Book, Outcome, Worker, WorkerError};
+use super::{Batch, Book, EntryRef, Outcome, Worker, WorkerError};
 use crate::dead_letter::{self, DeadReason, Owner};
 use crate::store::{self, WriteError, Written};
 use crate::streams::{self, finish::IssuedSet, Entry, Source};
 use shared::{CouponId, IssueEvent, Layout};
 use std::borrow::Borrow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// A stream entry and the event it carries, handled as one.
+/// A stream entry, the stream it came from and the event it carries, handled as one.
 pub(super) struct Item {
+    pub source: Source,
     pub entry: Entry,
     pub event: IssueEvent,
 }
@@ -33,13 +36,21 @@ impl Borrow<IssueEvent> for Item {
     }
 }
 
-/// Where a group of items comes from and how it is handled.
-pub(super) struct Origin<'a> {
-    pub source: Source,
-    pub stream: &'a str,
-    pub book: &'a Book,
-    /// One entry tried alone (its isolated attempt is forgotten once acked).
-    pub isolated: bool,
+/// What [`Worker::ack_all`] got done: the entries acked (by stream and id), and
+/// the last failure, if any call failed (its entries stay to be retried).
+#[derive(Default)]
+struct Acked {
+    done: HashSet<(String, String)>,
+    failure: Option<WorkerError>,
+}
+
+/// The acks of one stream and coupon: one script call.
+struct Ack<'a> {
+    stream: &'a str,
+    coupon: CouponId,
+    source: Source,
+    ids: Vec<&'a str>,
+    users: Vec<i64>,
 }
 
 impl Worker {
@@ -66,76 +77,50 @@ impl Worker {
         }
         while let Some(entry) = batch.isolated.pop() {
             let mut alone = vec![entry];
-            let result = self.handle_stream(&mut alone, &batch.book, true, outcome).await;
+            let result = self.handle_entries(&mut alone, &batch.book, true, outcome).await;
             batch.isolated.append(&mut alone);
             result?;
         }
-        let mut by_stream: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
-        for entry in batch.entries.drain(..) {
-            by_stream.entry(entry.stream.clone()).or_default().push(entry);
-        }
-        let mut groups = by_stream.into_values();
-        while let Some(mut entries) = groups.next() {
-            if let Err(err) = self.handle_stream(&mut entries, &batch.book, false, outcome).await {
-                batch.entries = entries.into_iter().chain(groups.flatten()).collect();
-                return Err(err);
-            }
-        }
-        Ok(())
+        let mut entries = std::mem::take(&mut batch.entries);
+        let result = self.handle_entries(&mut entries, &batch.book, false, outcome).await;
+        batch.entries = entries;
+        result
     }
 
-    /// Handles `entries` (all of one stream; one alone when `isolated`) coupon
-    /// by coupon, leaving in it whatever is not done when an error stops it.
-    async fn handle_stream(
+    /// Handles `entries` (one alone when `isolated`) in one transaction,
+    /// leaving in it whatever is not done when an error stops it.
+    async fn handle_entries(
         &mut self,
         entries: &mut Vec<Entry>,
         book: &Book,
         isolated: bool,
         outcome: &mut Outcome,
     ) -> Result<(), WorkerError> {
-        let Some(stream) = entries.first().map(|e| e.stream.clone()) else {
-            return Ok(());
-        };
-        let Some(source) = Source::of(&self.layout, &stream) else {
-            // Only our streams are read, so Redis named one we never asked for.
-            tracing::error!(%stream, count = entries.len(), "entries from a stream that is no partition's; dropped from the batch");
-            entries.clear();
-            return Ok(());
-        };
-        let mut by_coupon: BTreeMap<CouponId, Vec<Item>> = BTreeMap::new();
-        for item in self.decode_all(source, entries, outcome).await? {
-            by_coupon.entry(item.event.coupon_id).or_default().push(item);
-        }
-        let origin = Origin {
-            source,
-            stream: &stream,
-            book,
-            isolated,
-        };
-        let mut coupons = by_coupon.into_iter();
-        while let Some((coupon, mut items)) = coupons.next() {
-            if let Err(err) = self.write_and_ack(coupon, &origin, &mut items, outcome).await {
-                let left = items.into_iter().chain(coupons.flat_map(|(_, items)| items));
-                entries.extend(left.map(|item| item.entry));
-                return Err(err);
-            }
-        }
-        Ok(())
+        let mut items = self.decode_all(entries, book, outcome).await?;
+        let result = self.write_and_ack(&mut items, book, isolated, outcome).await;
+        entries.extend(items.into_iter().map(|item| item.entry));
+        result
     }
 
     /// Takes `entries` as items, burying those that can never be written; on an
     /// error `entries` keeps what is not done.
     async fn decode_all(
         &mut self,
-        source: Source,
         entries: &mut Vec<Entry>,
+        book: &Book,
         outcome: &mut Outcome,
     ) -> Result<Vec<Item>, WorkerError> {
         let mut items = Vec::with_capacity(entries.len());
         let mut undecoded = std::mem::take(entries).into_iter();
         while let Some(entry) = undecoded.next() {
+            let Some(source) = Source::of(&self.layout, &entry.stream) else {
+                // Only our streams are read, so Redis named one we never asked for.
+                tracing::error!(stream = %entry.stream, entry = %entry.id, "entry from a stream that is no partition's; dropped from the batch");
+                book.release(&entry.stream, [entry.id.as_str()]);
+                continue;
+            };
             match decode_for(&self.layout, source, &entry) {
-                Ok(event) => items.push(Item { entry, event }),
+                Ok(event) => items.push(Item { source, entry, event }),
                 Err((owner, reason)) => {
                     if let Err(err) = self.bury((source, &entry), owner, &reason).await {
                         entries.extend(items.into_iter().map(|item| item.entry));
@@ -150,53 +135,93 @@ impl Worker {
         Ok(items)
     }
 
-    /// Writes `items` (all of `coupon`) within their lease, buries the refused
-    /// and acks the rest; each leaves `items` once done.
+    /// Writes `items` within their lease, buries the refused and acks the
+    /// rest; each leaves `items` once done.
     async fn write_and_ack(
         &mut self,
-        coupon: CouponId,
-        origin: &Origin<'_>,
         items: &mut Vec<Item>,
+        book: &Book,
+        isolated: bool,
         outcome: &mut Outcome,
     ) -> Result<(), WorkerError> {
         let written = loop {
             if items.is_empty() {
                 return Ok(());
             }
-            match self.write_traced(coupon, origin, items).await {
+            match self.write_traced(items, book).await {
                 Ok(written) => break written,
                 // Confirmed again: what is still pending is renewed and written
                 // on the next turn; what Redis lost is dropped or buried.
-                Err(WriteError::LeaseExpired) => self.reconfirm(coupon, origin, items, outcome).await?,
+                Err(WriteError::LeaseExpired) => self.reconfirm(book, items, outcome).await?,
                 Err(WriteError::Mysql(err)) => return Err(err.into()),
             }
         };
-        self.bury_refused(origin.source, items, &written, outcome).await?;
-        // All written now (or already there): their users go back into the set.
-        let ids: Vec<&str> = items.iter().map(|i| i.entry.id.as_str()).collect();
-        let users: Vec<i64> = items.iter().map(|i| i.event.user_id.get()).collect();
-        let keys = self.layout.coupon(coupon);
-        let set = origin.source.is_partition().then_some(IssuedSet {
-            meta: &keys.meta,
-            issued: &keys.issued,
-        });
-        streams::ack_written(&mut self.conn, &self.member, origin.stream, set, &ids, &users).await?;
-        if origin.isolated {
-            self.forget_attempts(origin.source, &ids).await?;
-        }
-        origin.book.release(origin.stream, ids);
-        items.clear();
         record(&written);
         outcome.inserted += written.inserted;
         outcome.duplicates += written.duplicates;
-        Ok(())
+        self.bury_refused(items, &written, outcome).await?;
+        // All written now (or already there): their users go back into the sets.
+        let acked = self.ack_all(items, book, isolated).await;
+        items.retain(|item| !acked.done.contains(&(item.entry.stream.clone(), item.entry.id.clone())));
+        match acked.failure {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    /// Acks every item, one script call per stream and coupon, all in flight
+    /// at once; forgets the isolated attempts of those acked when `isolated`.
+    async fn ack_all(&mut self, items: &[Item], book: &Book, isolated: bool) -> Acked {
+        let mut groups: BTreeMap<(&str, CouponId), Ack<'_>> = BTreeMap::new();
+        for item in items {
+            let ack = groups
+                .entry((item.entry.stream.as_str(), item.event.coupon_id))
+                .or_insert_with(|| Ack {
+                    stream: &item.entry.stream,
+                    coupon: item.event.coupon_id,
+                    source: item.source,
+                    ids: Vec::new(),
+                    users: Vec::new(),
+                });
+            ack.ids.push(&item.entry.id);
+            ack.users.push(item.event.user_id.get());
+        }
+        let (layout, member) = (&self.layout, &self.member);
+        let calls = groups.into_values().map(|ack| {
+            let mut conn = self.conn.clone();
+            async move {
+                let keys = layout.coupon(ack.coupon);
+                let set = ack.source.is_partition().then_some(IssuedSet {
+                    meta: &keys.meta,
+                    issued: &keys.issued,
+                });
+                let result = streams::ack_written(&mut conn, member, ack.stream, set, &ack.ids, &ack.users).await;
+                (ack, result)
+            }
+        });
+        let mut acked = Acked::default();
+        for (ack, result) in futures::future::join_all(calls).await {
+            let result = match result {
+                Ok(()) if isolated => self.forget_attempts(ack.source, &ack.ids).await,
+                other => other.map_err(WorkerError::from),
+            };
+            match result {
+                Ok(()) => {
+                    book.release(ack.stream, ack.ids.iter().copied());
+                    acked
+                        .done
+                        .extend(ack.ids.iter().map(|id| (ack.stream.to_string(), id.to_string())));
+                }
+                Err(err) => acked.failure = Some(err),
+            }
+        }
+        acked
     }
 
     /// Buries the items MySQL refused for good. Each leaves `items` as it is
     /// buried, highest index first so the indexes still to come stay valid.
     async fn bury_refused(
         &mut self,
-        source: Source,
         items: &mut Vec<Item>,
         written: &Written,
         outcome: &mut Outcome,
@@ -206,8 +231,7 @@ impl Worker {
         for (i, refusal) in refused {
             let item = &items[i];
             let (owner, reason) = (Owner::from(&item.event), DeadReason::from(refusal));
-            let at = (source, &item.entry);
-            self.bury(at, owner, &reason).await?;
+            self.bury((item.source, &item.entry), owner, &reason).await?;
             items.remove(i);
             outcome.dead_lettered += 1;
         }
@@ -227,12 +251,11 @@ impl Worker {
     /// The MySQL transaction, with a span per event under the API request that
     /// accepted it, and under each a MySQL client span covering the transaction
     /// that wrote its row: one request reads as one trace across both services.
-    async fn write_traced(&self, coupon: CouponId, origin: &Origin<'_>, items: &[Item]) -> Result<Written, WriteError> {
-        let stream = origin.stream;
+    async fn write_traced(&self, items: &[Item], book: &Book) -> Result<Written, WriteError> {
         let spans: Vec<(tracing::Span, tracing::Span)> = items
             .iter()
-            .map(|Item { entry, event }| {
-                let span = tracing::info_span!(target: shared::telemetry::SPAN_TARGET, "process issue event", otel.kind = "consumer", otel.status_code = tracing::field::Empty, messaging.system = "redis", messaging.operation.type = "process", messaging.destination.name = %stream, messaging.message.id = %entry.id, coupon.id = coupon.get(), user.id = event.user_id.get(), position = event.position);
+            .map(|Item { entry, event, .. }| {
+                let span = tracing::info_span!(target: shared::telemetry::SPAN_TARGET, "process issue event", otel.kind = "consumer", otel.status_code = tracing::field::Empty, messaging.system = "redis", messaging.operation.type = "process", messaging.destination.name = %entry.stream, messaging.message.id = %entry.id, coupon.id = event.coupon_id.get(), user.id = event.user_id.get(), position = event.position);
                 if !event.trace.is_empty() {
                     let _ = span.set_parent(shared::telemetry::extract_context(&event.trace));
                 }
@@ -240,11 +263,9 @@ impl Worker {
                 (span, db_span)
             })
             .collect();
-        let lease = origin
-            .book
-            .lease(stream, items.iter().map(|i| i.entry.id.as_str()).collect());
+        let lease = book.lease(items.iter().map(|i| EntryRef::from(&i.entry)).collect());
         let started = Instant::now();
-        let result = store::write_issues(&self.db, coupon, items, &lease).await;
+        let result = store::write_issues(&self.db, items, &lease).await;
         metrics::histogram!(shared::metrics::MYSQL_WRITE_DURATION).record(started.elapsed().as_secs_f64());
         if result.is_err() {
             for (span, db_span) in &spans {

@@ -65,33 +65,45 @@ impl Book {
             .collect()
     }
 
-    /// The lease of `ids` of `stream`, for one transaction.
-    pub fn lease<'a>(&'a self, stream: &'a str, ids: Vec<&'a str>) -> Lease<'a> {
-        Lease {
-            book: self,
-            stream,
-            ids,
+    /// The lease of `entries` (each of any stream), for one transaction.
+    pub fn lease<'a>(&'a self, entries: Vec<EntryRef<'a>>) -> Lease<'a> {
+        Lease { book: self, entries }
+    }
+}
+
+/// One entry a lease covers: its stream and id.
+#[derive(Clone, Copy, Debug)]
+pub struct EntryRef<'a> {
+    pub stream: &'a str,
+    pub id: &'a str,
+}
+
+impl<'a> From<&'a Entry> for EntryRef<'a> {
+    fn from(entry: &'a Entry) -> Self {
+        Self {
+            stream: &entry.stream,
+            id: &entry.id,
         }
     }
 }
 
-/// The lease a transaction checks once it holds the coupon row's lock.
+/// The lease a transaction checks once it holds the lock of every coupon row
+/// it writes.
 pub struct Lease<'a> {
     book: &'a Book,
-    stream: &'a str,
-    ids: Vec<&'a str>,
+    entries: Vec<EntryRef<'a>>,
 }
 
 impl Lease<'_> {
     /// Whether every entry was confirmed pending less than `COMMIT_LEASE` ago.
     pub fn holds(&self) -> bool {
         let confirmed = self.book.lock();
-        let Some(held) = confirmed.get(self.stream) else {
-            return self.ids.is_empty();
-        };
-        self.ids
-            .iter()
-            .all(|id| held.get(*id).is_some_and(|at| shared::lease::within(*at)))
+        self.entries.iter().all(|e| {
+            confirmed
+                .get(e.stream)
+                .and_then(|held| held.get(e.id))
+                .is_some_and(|at| shared::lease::within(*at))
+        })
     }
 }
 
@@ -183,13 +195,19 @@ mod tests {
             .checked_sub(shared::lease::COMMIT_LEASE * 2)
             .unwrap_or_else(Instant::now);
         book.hold(&[entry("1-0"), entry("2-0")], Instant::now());
-        assert!(book.lease("s", vec!["1-0", "2-0"]).holds());
+        let lease = |ids: &[&'static str]| ids.iter().map(|&id| EntryRef { stream: "s", id }).collect();
+        assert!(book.lease(lease(&["1-0", "2-0"])).holds());
         book.hold(&[entry("2-0")], old);
-        assert!(!book.lease("s", vec!["1-0", "2-0"]).holds(), "2-0 is stale");
+        assert!(!book.lease(lease(&["1-0", "2-0"])).holds(), "2-0 is stale");
         book.renew("s", &["2-0".to_string()], Instant::now());
-        assert!(book.lease("s", vec!["1-0", "2-0"]).holds(), "renewed");
+        assert!(book.lease(lease(&["1-0", "2-0"])).holds(), "renewed");
         book.release("s", ["1-0"]);
-        assert!(!book.lease("s", vec!["1-0"]).holds(), "released entries hold no lease");
+        assert!(!book.lease(lease(&["1-0"])).holds(), "released entries hold no lease");
+        let elsewhere = EntryRef { stream: "t", id: "2-0" };
+        assert!(
+            !book.lease(vec![elsewhere]).holds(),
+            "an entry of another stream is not held"
+        );
     }
 
     #[test]

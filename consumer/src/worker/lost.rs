@@ -6,14 +6,14 @@
 //! way an accepted request ends as a row or as `failed` with a reason, never
 //! `pending` for ever.
 
-use super::handle::{Item, Origin};
-use super::{Outcome, Worker, WorkerError};
+use super::handle::Item;
+use super::{Book, Outcome, Worker, WorkerError};
 use crate::dead_letter::{self, DeadReason, Owner};
 use crate::store;
 use crate::streams::{self, Source};
 use redis::AsyncCommands;
 use shared::{CouponId, IssueEvent, LegacyKeys, UserId};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 /// Entries read per XRANGE while reconciling a stream.
@@ -23,60 +23,84 @@ const COUPONS_AT_ONCE: usize = 64;
 
 impl Worker {
     /// After a write refused to commit on an expired lease: asks Redis which of
-    /// `items` are still pending (XCLAIM JUSTID) and renews those. The others are
-    /// pending nowhere (or their group is gone: Redis lost its data): those whose
-    /// user MySQL already has are dropped, the rest buried as
+    /// `items` are still pending (XCLAIM JUSTID, per stream) and renews those.
+    /// The others are pending nowhere (or their group is gone: Redis lost its
+    /// data): those whose user MySQL already has are dropped, the rest buried as
     /// [`DeadReason::LostWithRedisState`].
     pub(super) async fn reconfirm(
         &mut self,
-        coupon: CouponId,
-        origin: &Origin<'_>,
+        book: &Book,
         items: &mut Vec<Item>,
         outcome: &mut Outcome,
     ) -> Result<(), WorkerError> {
-        let (stream, book) = (origin.stream, origin.book);
-        let ids: Vec<&str> = items.iter().map(|i| i.entry.id.as_str()).collect();
-        let sent = Instant::now();
-        let pending = match streams::keep_alive(&mut self.conn, &self.member, stream, &ids).await {
-            Ok(pending) => pending,
-            Err(err) if streams::is_nogroup(&err) => {
-                self.recreate_groups().await?;
-                Vec::new()
-            }
-            Err(err) => return Err(err.into()),
-        };
-        book.renew(stream, &pending, sent);
-        let pending: HashSet<String> = pending.into_iter().collect();
-        let (kept, mut lost): (Vec<Item>, Vec<Item>) = std::mem::take(items)
+        let mut by_stream: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for item in items.iter() {
+            by_stream.entry(&item.entry.stream).or_default().push(&item.entry.id);
+        }
+        let mut pending: HashSet<(String, String)> = HashSet::new();
+        for (stream, ids) in by_stream {
+            let sent = Instant::now();
+            let still = match streams::keep_alive(&mut self.conn, &self.member, stream, &ids).await {
+                Ok(still) => still,
+                Err(err) if streams::is_nogroup(&err) => {
+                    self.recreate_groups().await?;
+                    Vec::new()
+                }
+                Err(err) => return Err(err.into()),
+            };
+            book.renew(stream, &still, sent);
+            pending.extend(still.into_iter().map(|id| (stream.to_string(), id)));
+        }
+        let (kept, lost): (Vec<Item>, Vec<Item>) = std::mem::take(items)
             .into_iter()
-            .partition(|i| pending.contains(&i.entry.id));
+            .partition(|i| pending.contains(&(i.entry.stream.clone(), i.entry.id.clone())));
         *items = kept;
         if lost.is_empty() {
             return Ok(());
         }
-        tracing::warn!(%stream, lost = lost.len(), "entries held past their commit lease are no longer pending");
-        let users: Vec<i64> = lost.iter().map(|i| i.event.user_id.get()).collect();
-        let written = match store::users_with_rows(&self.db, coupon, Some(&users)).await {
-            Ok(written) => written,
-            Err(err) => {
+        tracing::warn!(
+            lost = lost.len(),
+            "entries held past their commit lease are no longer pending"
+        );
+        let mut by_coupon: BTreeMap<CouponId, Vec<Item>> = BTreeMap::new();
+        for item in lost {
+            by_coupon.entry(item.event.coupon_id).or_default().push(item);
+        }
+        let mut coupons = by_coupon.into_iter();
+        while let Some((coupon, mut lost)) = coupons.next() {
+            if let Err(err) = self.settle_lost(coupon, book, &mut lost, outcome).await {
                 items.append(&mut lost);
-                return Err(err.into());
+                items.extend(coupons.flat_map(|(_, lost)| lost));
+                return Err(err);
             }
-        };
+        }
+        Ok(())
+    }
+
+    /// Drops the `lost` items (all of `coupon`) whose user has a row, and buries
+    /// the rest; each leaves `lost` once settled.
+    async fn settle_lost(
+        &mut self,
+        coupon: CouponId,
+        book: &Book,
+        lost: &mut Vec<Item>,
+        outcome: &mut Outcome,
+    ) -> Result<(), WorkerError> {
+        let users: Vec<i64> = lost.iter().map(|i| i.event.user_id.get()).collect();
+        let written = store::users_with_rows(&self.db, coupon, Some(&users)).await?;
         while let Some(item) = lost.pop() {
             if written.contains(&item.event.user_id.get()) {
                 outcome.duplicates += 1;
             } else {
-                let (at, owner) = ((origin.source, &item.entry), Owner::from(&item.event));
+                let (at, owner) = ((item.source, &item.entry), Owner::from(&item.event));
                 let reason = DeadReason::LostWithRedisState;
                 if let Err(err) = self.bury(at, owner, &reason).await {
-                    items.push(item);
-                    items.append(&mut lost);
+                    lost.push(item);
                     return Err(err.into());
                 }
                 outcome.dead_lettered += 1;
             }
-            book.release(stream, [item.entry.id.as_str()]);
+            book.release(&item.entry.stream, [item.entry.id.as_str()]);
         }
         Ok(())
     }

@@ -40,7 +40,7 @@ mod lost;
 mod run;
 mod upkeep;
 
-pub use lease::{Book, Lease};
+pub use lease::{Book, EntryRef, Lease};
 
 /// How often streams are trimmed, their lag measured and drained legacy streams deleted.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
@@ -105,6 +105,8 @@ pub struct Settings {
     pub max_deliveries: usize,
     /// How often legacy streams are looked for, until a look finds none.
     pub legacy_scan: Duration,
+    /// How long a coupon's Redis state outlives its issue period.
+    pub retention: Duration,
 }
 
 impl From<&ConsumerConfig> for Settings {
@@ -115,6 +117,7 @@ impl From<&ConsumerConfig> for Settings {
             claim_idle: c.claim_idle(),
             max_deliveries: c.max_deliveries as usize,
             legacy_scan: c.legacy_scan(),
+            retention: c.common.redis.retention(),
         }
     }
 }
