@@ -9,7 +9,7 @@
 -- ARGV[1] incarnation (the row's created_at, ms), ARGV[2] name,
 -- ARGV[3] total_quantity, ARGV[4] issue_start_ms, ARGV[5] issue_end_ms,
 -- ARGV[6] 'new' (a coupon just created) or 'rebuild' (Redis lost its state),
--- ARGV[7] when the state expires (unix ms)
+-- ARGV[7] when the state expires (unix ms), ARGV[8] paused ('1' or '0')
 --
 -- Returns 1 when installed, 0 when this incarnation was installed already:
 -- another instance got there first and may be accepting users, so nothing of
@@ -32,7 +32,7 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('DEL', KEYS[3])
 end
 redis.call('HSET', KEYS[1], 'incarnation', ARGV[1], 'name', ARGV[2], 'total_quantity', ARGV[3],
-  'issue_start_ms', ARGV[4], 'issue_end_ms', ARGV[5], 'expires_at_ms', ARGV[7])
+  'issue_start_ms', ARGV[4], 'issue_end_ms', ARGV[5], 'expires_at_ms', ARGV[7], 'paused', ARGV[8])
 for i = 1, 4 do
   if i ~= 3 then
     redis.call('PEXPIREAT', KEYS[i], ARGV[7])

@@ -49,6 +49,12 @@ pub enum ApiError {
     /// 409 `issue_period_ended`.
     #[error("the issue period has ended")]
     Ended,
+    /// 409 `issue_paused`: an operator paused the sale.
+    #[error("the sale is paused")]
+    Paused,
+    /// 409 `quantity_below_issued`: a `total_quantity` below the accepted count.
+    #[error("total_quantity can not go below the {issued} already issued")]
+    QuantityBelowIssued { issued: i64 },
     /// 503 `unavailable`: Redis failed or timed out.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -88,6 +94,8 @@ impl ApiError {
             SoldOut => (StatusCode::CONFLICT, "sold_out"),
             NotStarted => (StatusCode::CONFLICT, "issue_period_not_started"),
             Ended => (StatusCode::CONFLICT, "issue_period_ended"),
+            Paused => (StatusCode::CONFLICT, "issue_paused"),
+            QuantityBelowIssued { .. } => (StatusCode::CONFLICT, "quantity_below_issued"),
             Redis(_) | Database(_) | Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }

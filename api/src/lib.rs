@@ -19,6 +19,7 @@
 //! - [`openapi`]: the OpenAPI document, generated from the route declarations.
 //! - [`config`]: the configuration (env + flags).
 
+pub mod amend;
 pub mod app;
 pub mod config;
 pub mod error;

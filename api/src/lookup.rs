@@ -2,10 +2,13 @@
 //! metadata hash, then (one request at a time per process) MySQL, rebuilding the
 //! coupon's Redis state from it ([`crate::rebuild`]).
 //!
-//! - Memory: a hit costs nothing. Metadata never changes after creation, so known
-//!   coupons never expire; a coupon MySQL does not have is remembered as missing
-//!   for [`MISSING_TTL`], so a flood of requests for an unknown id costs one MySQL
-//!   query a second at most.
+//! - Memory: a hit costs nothing. An operator may change a coupon
+//!   (`PATCH /coupons/{id}`), so a known coupon is believed for [`FRESH_FOR`],
+//!   then read again from Redis: every instance shows a change within a second.
+//!   (What the issue script decides, period, pause and quantity, it reads from
+//!   Redis itself, so a change is in force there at once.) A coupon MySQL does
+//!   not have is remembered as missing for [`MISSING_TTL`], so a flood of
+//!   requests for an unknown id costs one MySQL query a second at most.
 //! - Redis: the issue script refuses everything while the metadata hash is
 //!   missing, and the rebuild installs that hash and the set in one step, so no
 //!   request is decided on a half-filled issued set.
@@ -22,6 +25,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+/// How long a coupon's metadata in memory is believed.
+pub const FRESH_FOR: Duration = Duration::from_secs(1);
 /// How long "MySQL has no such coupon" is believed.
 const MISSING_TTL: Duration = Duration::from_secs(1);
 /// Bound on remembered missing ids, against a scan of random ids.
@@ -55,6 +60,8 @@ pub async fn coupon(app: &AppState, id: CouponId) -> Result<Arc<Cached>, ApiErro
 pub struct Cached {
     pub coupon: Coupon,
     pub keys: CouponKeys,
+    /// When it was read.
+    loaded: Instant,
 }
 
 impl std::ops::Deref for Cached {
@@ -89,7 +96,7 @@ impl CouponCache {
     fn recall(&self, id: CouponId) -> Result<Option<Arc<Cached>>, ApiError> {
         // A poisoned lock only means a panic elsewhere mid-insert; the map is fine.
         let known = self.known.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(coupon) = known.get(&id) {
+        if let Some(coupon) = known.get(&id).filter(|c| c.loaded.elapsed() < FRESH_FOR) {
             return Ok(Some(coupon.clone()));
         }
         let missing = self.missing.read().unwrap_or_else(|e| e.into_inner());
@@ -99,11 +106,12 @@ impl CouponCache {
         }
     }
 
-    /// Keeps `coupon` for good (and forgets that it was missing).
+    /// Keeps `coupon` for [`FRESH_FOR`] (and forgets that it was missing).
     pub fn remember(&self, coupon: Coupon) -> Arc<Cached> {
         let coupon = Arc::new(Cached {
             keys: self.layout.coupon(coupon.id),
             coupon,
+            loaded: Instant::now(),
         });
         let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
         known.insert(coupon.id, coupon.clone());
@@ -138,13 +146,14 @@ fn parse_meta(id: CouponId, fields: &HashMap<String, String>) -> Option<Coupon> 
         total_quantity: fields.get("total_quantity")?.parse().ok()?,
         issue_start: ms("issue_start_ms")?,
         issue_end: ms("issue_end_ms")?,
+        paused: fields.get("paused").is_some_and(|p| p == "1"),
     })
 }
 
 /// The coupon, if MySQL has it.
 async fn read_row(app: &AppState, id: CouponId) -> Result<Option<Coupon>, ApiError> {
     let row: Option<CouponDraft> =
-        sqlx::query_as("SELECT name, total_quantity, issue_start, issue_end FROM coupons WHERE id = ?")
+        sqlx::query_as("SELECT name, total_quantity, issue_start, issue_end, paused FROM coupons WHERE id = ?")
             .bind(id.get())
             .fetch_optional(&app.db)
             .await?;

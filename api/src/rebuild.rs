@@ -69,7 +69,7 @@ pub struct Placement {
 impl Placement {
     /// When the coupon's state expires (unix ms); at or before now, there is
     /// nothing to write: the period ended longer ago than the retention.
-    fn expires_at_ms(&self, coupon: &Coupon) -> i64 {
+    pub fn expires_at_ms(&self, coupon: &Coupon) -> i64 {
         let retention = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
         coupon.issue_end.timestamp_millis().saturating_add(retention)
     }
@@ -236,6 +236,7 @@ async fn install(
         .arg(coupon.issue_end.timestamp_millis())
         .arg(mode.arg())
         .arg(placement.expires_at_ms(coupon))
+        .arg(if coupon.paused { "1" } else { "0" })
         .invoke_async(redis)
         .await?;
     Ok(())

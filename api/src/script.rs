@@ -11,6 +11,9 @@ pub enum Decision {
     },
     AlreadyIssued,
     SoldOut,
+    NotStarted,
+    Ended,
+    Paused,
     /// The coupon's Redis state is gone; rebuild it from MySQL, then ask again.
     StateMissing,
 }
@@ -57,6 +60,9 @@ impl IssueScript {
             (1, position) => Ok(Decision::Accepted { position }),
             (2, _) => Ok(Decision::AlreadyIssued),
             (3, _) => Ok(Decision::SoldOut),
+            (4, _) => Ok(Decision::NotStarted),
+            (5, _) => Ok(Decision::Ended),
+            (6, _) => Ok(Decision::Paused),
             (0, _) => Ok(Decision::StateMissing),
             _ => Err((
                 redis::ErrorKind::UnexpectedReturnType,

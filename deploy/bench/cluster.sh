@@ -51,7 +51,7 @@ done
 
 script_rps() { # id port -> requests/s of the issue script on that coupon's shard
   local id=$1 port=$2
-  redis-cli -p "$port" hset "$(ckey "$id" meta)" total_quantity 1000000000000 >/dev/null
+  redis-cli -p "$port" hset "$(ckey "$id" meta)" total_quantity 1000000000000 issue_start_ms 0 issue_end_ms 99999999999999 >/dev/null
   redis-benchmark -p "$port" -c "$CONNS" -n "$DURATION_REQS" -r 1000000000 -q \
     evalsha "$sha" 3 "$(ckey "$id" issued)" "$(pstream "$id")" "$(ckey "$id" meta)" __rand_int__ payload \
     | tr '\r' '\n' | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1

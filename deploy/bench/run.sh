@@ -171,8 +171,8 @@ create_coupon() { # name quantity -> id
 HUGE=1000000000000
 API_COUPON=$(create_coupon "bench http" "$HUGE")
 record "curl -X POST $API_URL/coupons -H 'Authorization: Bearer ...' -d '{\"name\":\"bench http\",\"total_quantity\":$HUGE,...}'   # -> coupon $API_COUPON"
-run redis-cli -p "$REDIS_PORT" HSET "$(ckey "$CEILING_COUPON" meta)" total_quantity "$HUGE" >/dev/null
-run redis-cli -p "$REDIS_PORT" HSET "$(ckey "$RB_COUPON" meta)" total_quantity "$HUGE" >/dev/null
+run redis-cli -p "$REDIS_PORT" HSET "$(ckey "$CEILING_COUPON" meta)" total_quantity "$HUGE" issue_start_ms 0 issue_end_ms 99999999999999 >/dev/null
+run redis-cli -p "$REDIS_PORT" HSET "$(ckey "$RB_COUPON" meta)" total_quantity "$HUGE" issue_start_ms 0 issue_end_ms 99999999999999 >/dev/null
 
 # ------------------------------------------------- (a) redis-benchmark ------
 log "(a) redis-benchmark: EVALSHA issue.lua, -c $CONNECTIONS, -n $RB_REQUESTS, random users"

@@ -1,4 +1,4 @@
-//! The coupon as both binaries see it, and its time rules.
+//! The coupon as both binaries see it.
 
 use crate::ids::CouponId;
 use chrono::{DateTime, Utc};
@@ -12,24 +12,7 @@ pub struct Coupon {
     pub total_quantity: i64,
     pub issue_start: DateTime<Utc>,
     pub issue_end: DateTime<Utc>,
-}
-
-/// Where `now` falls in a coupon's issue period `[issue_start, issue_end)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Period {
-    NotStarted,
-    Open,
-    Ended,
-}
-
-impl Coupon {
-    pub fn period_at(&self, now: DateTime<Utc>) -> Period {
-        if now < self.issue_start {
-            Period::NotStarted
-        } else if now >= self.issue_end {
-            Period::Ended
-        } else {
-            Period::Open
-        }
-    }
+    /// Paused by an operator: nothing is accepted until resumed.
+    #[serde(default)]
+    pub paused: bool,
 }

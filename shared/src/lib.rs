@@ -31,7 +31,7 @@ pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
 
-pub use coupon::{Coupon, Period};
+pub use coupon::Coupon;
 pub use event::IssueEvent;
 pub use ids::{CouponId, UserId};
 pub use keys::{CouponKeys, Layout, LegacyKeys, LegacyKind, PartitionKeys};

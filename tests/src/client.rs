@@ -51,6 +51,24 @@ impl Client {
         Self::answer(request.send().await.unwrap()).await
     }
 
+    /// `PATCH /coupons/{coupon}` with the admin token.
+    pub async fn patch_coupon(&self, coupon: i64, change: Value) -> Answer {
+        self.admin(reqwest::Method::PATCH, &format!("/coupons/{coupon}"), Some(change))
+            .await
+    }
+
+    /// A request with the admin token (when the client has one).
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Answer {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        if let Some(token) = &self.admin_token {
+            request = request.bearer_auth(token);
+        }
+        Self::answer(request.send().await.unwrap()).await
+    }
+
     pub async fn issue(&self, coupon: i64, user: i64) -> Answer {
         let url = format!("{}/coupons/{coupon}/issue", self.base);
         Self::answer(

@@ -34,6 +34,33 @@ async fn clear(redis: &mut redis::aio::ConnectionManager, keys: &CouponKeys) {
     }
 }
 
+/// The coupon's metadata as the API installs it: `quantity`, open for a day.
+async fn open_meta(redis: &mut redis::aio::ConnectionManager, keys: &CouponKeys, quantity: i64) {
+    let now = chrono::Utc::now().timestamp_millis();
+    meta(redis, keys, quantity, (now - 1000, now + 86_400_000), false).await;
+}
+
+async fn meta(
+    redis: &mut redis::aio::ConnectionManager,
+    keys: &CouponKeys,
+    quantity: i64,
+    (start_ms, end_ms): (i64, i64),
+    paused: bool,
+) {
+    let () = redis
+        .hset_multiple(
+            &keys.meta,
+            &[
+                ("total_quantity", quantity),
+                ("issue_start_ms", start_ms),
+                ("issue_end_ms", end_ms),
+                ("paused", i64::from(paused)),
+            ],
+        )
+        .await
+        .unwrap();
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
@@ -45,7 +72,7 @@ proptest! {
             let mut redis = connect().await;
             let keys = fresh_keys();
             let script = IssueScript::default();
-            let () = redis.hset(&keys.meta, "total_quantity", quantity).await.unwrap();
+            open_meta(&mut redis, &keys, quantity).await;
             let mut model: Vec<i64> = Vec::new();
             for user in users {
                 let got = script.run(&mut redis, &keys, UserId::new(user).unwrap(), keys.meta.as_bytes()).await.unwrap();
@@ -73,7 +100,7 @@ proptest! {
         runtime.block_on(async {
             let redis = connect().await;
             let keys = fresh_keys();
-            let () = redis.clone().hset(&keys.meta, "total_quantity", quantity).await.unwrap();
+            open_meta(&mut redis.clone(), &keys, quantity).await;
             let script = std::sync::Arc::new(IssueScript::default());
             let tasks: Vec<_> = users.iter().map(|&user| {
                 let (mut redis, keys, script) = (redis.clone(), keys.clone(), script.clone());
@@ -86,7 +113,7 @@ proptest! {
                     (user, Decision::Accepted { position }) => accepted.push((user, position)),
                     (_, Decision::SoldOut) => sold_out += 1,
                     (user, Decision::AlreadyIssued) => prop_assert!(users.iter().filter(|u| **u == user).count() > 1),
-                    (_, Decision::StateMissing) => prop_assert!(false, "state is present"),
+                    (_, other) => prop_assert!(false, "an open coupon with its state answered {other:?}"),
                 }
             }
             let distinct: HashSet<i64> = users.iter().copied().collect();
@@ -114,4 +141,31 @@ async fn a_coupon_whose_redis_state_is_gone_accepts_nobody_until_rebuilt() {
     assert_eq!(decision, Decision::StateMissing);
     let members: i64 = redis.scard(&keys.issued).await.unwrap();
     assert_eq!(members, 0);
+}
+
+#[tokio::test]
+async fn the_period_and_the_pause_are_judged_by_redis_and_refuse_without_a_trace() {
+    let mut redis = connect().await;
+    let script = IssueScript::default();
+    let now = chrono::Utc::now().timestamp_millis();
+    let cases = [
+        ((now + 60_000, now + 120_000), false, Decision::NotStarted),
+        ((now - 120_000, now - 60_000), false, Decision::Ended),
+        ((now - 60_000, now + 60_000), true, Decision::Paused),
+        ((now - 60_000, now + 60_000), false, Decision::Accepted { position: 1 }),
+    ];
+    for (period, paused, expected) in cases {
+        let keys = fresh_keys();
+        meta(&mut redis, &keys, 5, period, paused).await;
+        let got = script
+            .run(&mut redis, &keys, UserId::new(7).unwrap(), keys.meta.as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(got, expected, "{period:?} paused={paused}");
+        let members: i64 = redis.scard(&keys.issued).await.unwrap();
+        let accepted = matches!(expected, Decision::Accepted { .. });
+        assert_eq!(members, i64::from(accepted));
+        assert_eq!(events_of(&mut redis, &keys).await.len(), usize::from(accepted));
+        clear(&mut redis, &keys).await;
+    }
 }

@@ -87,6 +87,7 @@ impl Stage {
                 total_quantity: quantity,
                 issue_start: period.0,
                 issue_end: period.1,
+                paused: false,
             };
             api::rebuild::publish_new(&mut redis, &self.db, placement, &coupon)
                 .await

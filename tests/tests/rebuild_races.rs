@@ -181,6 +181,7 @@ async fn a_late_publish_by_the_creating_instance_keeps_what_another_instance_acc
         total_quantity: 10,
         issue_start: now - chrono::Duration::minutes(1),
         issue_end: now + chrono::Duration::hours(1),
+        paused: false,
     };
     let mut redis = shared::redis_conn::connect(&env.redis_config(), Duration::from_secs(1))
         .await

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use shared::redis_conn::RedisConn;
-use shared::{CouponId, IssueEvent, LegacyKeys, Period, UserId};
+use shared::{CouponId, IssueEvent, LegacyKeys, UserId};
 use utoipa::ToSchema;
 
 /// Who asks for the coupon.
@@ -57,7 +57,7 @@ pub enum IssueStatus {
         (status = 202, body = Accepted, description = "accepted"),
         (status = 400, body = ErrorBody, description = "`invalid_request`"),
         (status = 404, body = ErrorBody, description = "`coupon_not_found`"),
-        (status = 409, body = ErrorBody, description = "`already_issued`, `sold_out`, `issue_period_not_started` or `issue_period_ended`"),
+        (status = 409, body = ErrorBody, description = "`already_issued`, `sold_out`, `issue_period_not_started`, `issue_period_ended` or `issue_paused`"),
         BodyRejections,
         (status = 503, body = ErrorBody, description = "`unavailable`: retrying is safe"),
     ))]
@@ -82,16 +82,11 @@ async fn decide(
 ) -> Result<Accepted, ApiError> {
     let ApiJson(request) = body?;
     let coupon = lookup::coupon(app, id).await?;
-    let now = Utc::now();
-    match coupon.period_at(now) {
-        Period::NotStarted => return Err(ApiError::NotStarted),
-        Period::Ended => return Err(ApiError::Ended),
-        Period::Open => {}
-    }
+    // The period and the pause are the script's to judge, by Redis' clock.
     let event = IssueEvent {
         coupon_id: coupon.id,
         user_id: request.user_id,
-        accepted_at_ms: now.timestamp_millis(),
+        accepted_at_ms: Utc::now().timestamp_millis(),
         position: 0,
         trace: shared::telemetry::inject_context(&tracing::Span::current()),
     }
@@ -112,6 +107,9 @@ async fn decide(
         }),
         Decision::AlreadyIssued => Err(ApiError::AlreadyIssued),
         Decision::SoldOut => Err(ApiError::SoldOut),
+        Decision::NotStarted => Err(ApiError::NotStarted),
+        Decision::Ended => Err(ApiError::Ended),
+        Decision::Paused => Err(ApiError::Paused),
         Decision::StateMissing => Err(ApiError::Unavailable(
             "the coupon's state is being rebuilt, retry shortly",
         )),

@@ -28,8 +28,8 @@ pub const BODY_LIMIT: usize = 16 * 1024;
 /// Every route with its handler and OpenAPI entry, from the handlers' annotations.
 pub fn declared() -> OpenApiRouter<AppState> {
     let coupons = OpenApiRouter::new()
-        .routes(routes!(coupons::create))
-        .routes(routes!(coupons::get));
+        .routes(routes!(coupons::create, coupons::list))
+        .routes(routes!(coupons::get, coupons::change));
     let issue = OpenApiRouter::new()
         .routes(routes!(issue::issue))
         .routes(routes!(issue::status));

@@ -11,7 +11,7 @@
 //! coupon-api, so the difference between the two is what coupon-api adds.
 //!
 //! The coupon's Redis metadata is not created here: set it up first with
-//! `redis-cli HSET 'coupon:{ID}:meta' total_quantity Q` (an absent hash answers
+//! `redis-cli HSET 'coupon:{pN}:ID:meta' total_quantity Q issue_start_ms 0 issue_end_ms 99999999999999` (an absent hash answers
 //! 503, as the script reports the state as missing).
 //!
 //! ```sh
