@@ -1,12 +1,29 @@
 //! `coupon-api`'s configuration: the contract's variables, each also a flag.
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use shared::config::CommonConfig;
 use std::time::Duration;
 
 /// The HTTP API that accepts coupon issue requests through Redis.
 #[derive(Parser, Clone, Debug)]
 #[command(name = "coupon-api", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub api: ApiConfig,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Operator commands; without one, the API serves.
+#[derive(Subcommand, Clone, Debug)]
+pub enum Command {
+    /// Create the database if missing and apply pending migrations, then exit
+    /// (run it once per release, as a user with DDL rights; the services can
+    /// then run with `RUN_MIGRATIONS=false` as a user without).
+    Migrate,
+}
+
+#[derive(Args, Clone, Debug)]
 pub struct ApiConfig {
     /// Where the API listens (`:0` picks a free port; the bound address is logged).
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]

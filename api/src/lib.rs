@@ -33,5 +33,5 @@ pub mod script;
 pub mod startup;
 pub mod store;
 
-pub use config::ApiConfig;
+pub use config::{ApiConfig, Cli, Command};
 pub use startup::Application;

@@ -1,7 +1,7 @@
 //! The `coupon-api` binary: configuration, telemetry, serve until a signal.
 
 use anyhow::Context;
-use api::{ApiConfig, Application};
+use api::{Application, Cli, Command};
 use clap::Parser;
 use shared::telemetry::Telemetry;
 
@@ -12,8 +12,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = ApiConfig::parse();
+    let cli = Cli::parse();
+    let config = cli.api;
     let telemetry = Telemetry::init(&config.common.telemetry, "coupon-api").context("setting up telemetry")?;
+    if let Some(Command::Migrate) = cli.command {
+        shared::db::migrate_database(&config.common.database, shared::startup::START_WAIT)
+            .await
+            .context("migrating the database")?;
+        tracing::info!("database migrated");
+        telemetry.shutdown().await;
+        return Ok(());
+    }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config.summary(), "coupon-api starting");
     let app = Application::build(&config).await.context("starting coupon-api")?;
     let addr = app.local_addr().context("reading the bound address")?;

@@ -5,7 +5,7 @@ use crate::config::ApiConfig;
 use crate::lookup::CouponCache;
 use crate::routes;
 use crate::script::IssueScript;
-use shared::startup::Connections;
+use shared::startup::{Connections, Mysql};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: &ApiConfig) -> Result<Self, StartError> {
-        let Connections { db, redis, layout } = shared::startup::connect(&config.common).await?;
+        let Connections { db, redis, layout } = shared::startup::connect(&config.common, Mysql::Lazily).await?;
         let state = AppState(Arc::new(Inner {
             redis,
             db,

@@ -23,6 +23,8 @@ pub enum Command {
         #[arg(long)]
         coupon: Option<i64>,
     },
+    /// Create the database if missing and apply pending migrations, then exit.
+    Migrate,
     /// Put a coupon's dead letters back on its partition stream (all, or one entry id).
     ReplayDeadLetters {
         #[arg(long)]

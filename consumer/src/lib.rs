@@ -32,7 +32,7 @@ pub use shared::startup::StartError;
 
 /// Connects to MySQL (migrating it) and Redis and builds the worker.
 pub async fn build(config: &ConsumerConfig) -> Result<Worker, StartError> {
-    let connections = shared::startup::connect(&config.common).await?;
+    let connections = shared::startup::connect(&config.common, shared::startup::Mysql::Wait).await?;
     // The blocking reader must outwait its own BLOCK time.
     let read_timeout = config.block() + config.common.redis.timeout();
     let reader = shared::startup::redis_connection(&config.common, read_timeout).await?;

@@ -46,19 +46,30 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn operate(config: &consumer::ConsumerConfig, command: Command) -> anyhow::Result<()> {
-    let mut conn = shared::redis_conn::connect(&config.common.redis, config.common.redis.timeout())
-        .await
-        .context("connecting to Redis")?;
-    let layout = config.common.redis.layout();
-    shared::startup::check_layout(&mut conn, layout).await?;
+    let dead_letters = || async {
+        let mut conn = shared::redis_conn::connect(&config.common.redis, config.common.redis.timeout())
+            .await
+            .context("connecting to Redis")?;
+        let layout = config.common.redis.layout();
+        shared::startup::check_layout(&mut conn, layout).await?;
+        anyhow::Ok((conn, layout))
+    };
     match command {
+        Command::Migrate => {
+            shared::db::migrate_database(&config.common.database, shared::startup::START_WAIT)
+                .await
+                .context("migrating the database")?;
+            tracing::info!("database migrated");
+        }
         Command::ListDeadLetters { coupon } => {
+            let (mut conn, layout) = dead_letters().await?;
             let coupon = coupon.map(CouponId::new).transpose().context("coupon id")?;
             for letter in dead_letter::list(&mut conn, &layout, coupon).await? {
                 println!("{}", serde_json::to_string(&letter)?);
             }
         }
         Command::ReplayDeadLetters { coupon, id } => {
+            let (mut conn, layout) = dead_letters().await?;
             let coupon = CouponId::new(coupon).context("coupon id")?;
             let replayed = dead_letter::replay(&mut conn, &layout, coupon, id.as_deref()).await?;
             println!("replayed {replayed} dead letter(s) of coupon {coupon}");

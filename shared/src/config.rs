@@ -80,6 +80,10 @@ pub struct DatabaseConfig {
     /// `max_connections` (151 by default).
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
     pub database_max_connections: u32,
+    /// Create the database if missing and apply pending migrations at start
+    /// (`false`: a DDL-free user runs the service; `migrate` does it apart).
+    #[arg(long, env = "RUN_MIGRATIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub run_migrations: bool,
 }
 
 /// OpenTelemetry export, with the variable names the OpenTelemetry spec defines.
@@ -160,6 +164,7 @@ mod tests {
             database: DatabaseConfig {
                 database_url: "mysql://root:s3cret@db/coupon".into(),
                 database_max_connections: 8,
+                run_migrations: true,
             },
             telemetry: TelemetryConfig {
                 otel_exporter_otlp_endpoint: None,

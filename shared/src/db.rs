@@ -1,5 +1,6 @@
-//! MySQL connection pool, database creation and migrations, used by both binaries
-//! at start so that a fresh MySQL or MariaDB needs no manual step.
+//! MySQL connection pool, database creation and migrations: at start (unless
+//! `RUN_MIGRATIONS=false`) so that a fresh MySQL or MariaDB needs no manual step,
+//! or apart (`migrate`), so that the services can run as a user without DDL rights.
 
 use crate::config::DatabaseConfig;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
@@ -21,19 +22,66 @@ pub enum DbSetupError {
 /// The migrations in `migrations/`, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// Creates the database if it is missing, applies pending migrations (sqlx holds a
-/// MySQL `GET_LOCK` meanwhile, so instances starting together are safe) and returns
-/// a pool. Waits up to `wait` for MySQL to come up.
-pub async fn connect_and_migrate(config: &DatabaseConfig, wait: Duration) -> Result<MySqlPool, DbSetupError> {
+/// Where the database is, and its name (checked: it is written into DDL).
+fn target(config: &DatabaseConfig) -> Result<(MySqlConnectOptions, String), DbSetupError> {
     let options = MySqlConnectOptions::from_str(&config.database_url)?;
     let name = options.get_database().unwrap_or("coupon").to_string();
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$') {
         return Err(DbSetupError::DatabaseName);
     }
+    Ok((options.database(&name), name))
+}
+
+/// Creates the database if it is missing and applies pending migrations (under
+/// a lock, so instances starting together are safe), waiting up to `wait` for
+/// MySQL to come up: what `RUN_MIGRATIONS` and the `migrate` command do.
+pub async fn migrate_database(config: &DatabaseConfig, wait: Duration) -> Result<(), DbSetupError> {
+    let (options, name) = target(config)?;
     crate::retry::until(wait, "MySQL", || create_database(&options, &name)).await?;
-    let pool = pool_options(config).connect_with(options.database(&name)).await?;
-    migrate(&pool).await?;
-    Ok(pool)
+    let pool = pool_options(config).max_connections(1).connect_with(options).await?;
+    let result = migrate(&pool).await;
+    pool.close().await;
+    result
+}
+
+/// Prepares the database as `RUN_MIGRATIONS` says, then returns a pool,
+/// waiting up to `wait` for MySQL to come up.
+pub async fn connect_and_migrate(config: &DatabaseConfig, wait: Duration) -> Result<MySqlPool, DbSetupError> {
+    if config.run_migrations {
+        migrate_database(config, wait).await?;
+    }
+    let (options, _) = target(config)?;
+    let pool = pool_options(config);
+    Ok(crate::retry::until(wait, "MySQL", || pool.clone().connect_with(options.clone())).await?)
+}
+
+/// A pool that connects when first used, so a service can start (and serve
+/// what needs no MySQL) while MySQL is down. With `RUN_MIGRATIONS` the database
+/// is prepared first if MySQL answers now, else by a background task that
+/// retries until it does.
+pub async fn connect_lazily(config: &DatabaseConfig) -> Result<MySqlPool, DbSetupError> {
+    let (options, _) = target(config)?;
+    if config.run_migrations {
+        match migrate_database(config, Duration::ZERO).await {
+            Err(DbSetupError::Sql(err)) => {
+                tracing::warn!(%err, "MySQL is not reachable: serving without it, preparing the database when it is")
+            }
+            other => return other.map(|()| pool_options(config).connect_lazy_with(options)),
+        }
+        let config = config.clone();
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(500);
+            loop {
+                match migrate_database(&config, Duration::ZERO).await {
+                    Ok(()) => break,
+                    Err(err) => tracing::warn!(%err, "preparing the database failed, retrying"),
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(30));
+            }
+        });
+    }
+    Ok(pool_options(config).connect_lazy_with(options))
 }
 
 /// Applies pending migrations under our own named lock. sqlx takes one too, with
@@ -49,7 +97,9 @@ async fn migrate(pool: &MySqlPool) -> Result<(), DbSetupError> {
             "timed out waiting for the migration lock".into(),
         )));
     }
-    let result = MIGRATOR.run(&mut *conn).await;
+    // `run_direct`: `run` can not be proven `Send` for every lifetime of the
+    // connection, and the API migrates in a task of its own.
+    let result = MIGRATOR.run_direct(None, &mut *conn, false).await;
     sqlx::query("SELECT RELEASE_LOCK('coupon_rush_migrations')")
         .execute(&mut *conn)
         .await?;

@@ -15,7 +15,10 @@ pub const SCRIPT_DURATION: &str = "coupon_issue_script_duration_seconds";
 pub const REDIS_ERRORS: &str = "coupon_redis_errors_total";
 /// MySQL errors, labelled [`LABEL_SERVICE`].
 pub const MYSQL_ERRORS: &str = "coupon_mysql_errors_total";
-/// Rebuilds of a coupon's Redis state from MySQL.
+/// 1 when the API's last readiness check reached MySQL, else 0 (the API keeps
+/// issuing without it).
+pub const API_MYSQL_UP: &str = "coupon_api_mysql_up";
+/// Coupon states rebuilt from MySQL.
 pub const STATE_REBUILDS: &str = "coupon_state_rebuilds_total";
 /// Events the consumer handled, labelled `result` (inserted, duplicate, dead_lettered).
 pub const EVENTS_PROCESSED: &str = "coupon_consumer_events_total";

@@ -1,5 +1,7 @@
-//! The start-up both binaries share: MySQL (created and migrated) and Redis,
-//! each waited for while it comes up, and the one error that says why not.
+//! The start-up both binaries share: MySQL (created and migrated, as
+//! `RUN_MIGRATIONS` says) and Redis, each waited for while it comes up (MySQL
+//! only where the binary can do nothing without it), and the one error that
+//! says why not.
 
 use crate::config::CommonConfig;
 use crate::db::{self, DbSetupError};
@@ -28,9 +30,20 @@ pub enum StartError {
     Layout { configured: u16, recorded: String },
 }
 
+/// Whether a binary waits for MySQL at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mysql {
+    /// The consumer: nothing to do without it.
+    Wait,
+    /// The API: issuing needs only Redis, so it starts, gets ready and serves
+    /// while MySQL is down; its pool connects when first used.
+    Lazily,
+}
+
 /// What both binaries connect to at start.
 pub struct Connections {
-    /// The MySQL pool, its database created and migrated.
+    /// The MySQL pool (its database created and migrated when `RUN_MIGRATIONS`;
+    /// with [`Mysql::Lazily`], maybe not yet).
     pub db: MySqlPool,
     /// A Redis connection whose commands time out after `REDIS_TIMEOUT_MS`.
     pub redis: RedisConn,
@@ -38,10 +51,13 @@ pub struct Connections {
     pub layout: Layout,
 }
 
-/// Creates and migrates the database, then connects to Redis, waiting up to
-/// [`START_WAIT`] for each to come up.
-pub async fn connect(config: &CommonConfig) -> Result<Connections, StartError> {
-    let db = db::connect_and_migrate(&config.database, START_WAIT).await?;
+/// Prepares the database and connects to MySQL as `mysql` says, then to
+/// Redis, waiting up to [`START_WAIT`] for each it waits for.
+pub async fn connect(config: &CommonConfig, mysql: Mysql) -> Result<Connections, StartError> {
+    let db = match mysql {
+        Mysql::Wait => db::connect_and_migrate(&config.database, START_WAIT).await?,
+        Mysql::Lazily => db::connect_lazily(&config.database).await?,
+    };
     let mut redis = redis_connection(config, config.redis.timeout()).await?;
     let layout = config.redis.layout();
     check_layout(&mut redis, layout).await?;

@@ -182,15 +182,21 @@ impl BinProcess<Consumer> {
 /// Runs an operator subcommand of `coupon-consumer` (e.g. `list-dead-letters`)
 /// to completion against `env`.
 pub async fn consumer_command(env: &Env, args: &[&str]) -> Output {
-    let mut command = tokio::process::Command::from(binary_command("coupon-consumer", env));
+    operator_command("coupon-consumer", env, args).await
+}
+
+/// Runs an operator subcommand of binary `name` (e.g. `coupon-api migrate`)
+/// to completion against `env`; it must succeed.
+pub async fn operator_command(name: &str, env: &Env, args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::from(binary_command(name, env));
     command.args(args).env("RUST_LOG", "warn").stdin(Stdio::null());
     let output = tokio::time::timeout(Duration::from_secs(30), command.output())
         .await
-        .unwrap_or_else(|_| panic!("coupon-consumer {args:?} did not finish within 30 s"))
-        .unwrap_or_else(|e| panic!("running coupon-consumer {args:?}: {e}"));
+        .unwrap_or_else(|_| panic!("{name} {args:?} did not finish within 30 s"))
+        .unwrap_or_else(|e| panic!("running {name} {args:?}: {e}"));
     assert!(
         output.status.success(),
-        "coupon-consumer {args:?} failed ({}):\n{}",
+        "{name} {args:?} failed ({}):\n{}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );

@@ -77,6 +77,7 @@ impl Env {
         DatabaseConfig {
             database_url: self.database_url.clone(),
             database_max_connections: 8,
+            run_migrations: true,
         }
     }
 
@@ -203,9 +204,15 @@ pub async fn randomize_coupon_ids(database_url: &str) {
 }
 
 pub async fn spawn_app_with(config: api::ApiConfig) -> TestApp {
+    let app = start_app(config.clone()).await;
+    randomize_coupon_ids(&config.common.database.database_url).await;
+    app
+}
+
+/// Starts an API as it is, touching nothing in MySQL (which may be down).
+pub async fn start_app(config: api::ApiConfig) -> TestApp {
     let app = api::Application::build(&config).await.expect("building the API");
     let addr = app.local_addr().unwrap();
-    randomize_coupon_ids(&config.common.database.database_url).await;
     let (stop, mut rx) = watch::channel(false);
     let handle = tokio::spawn(app.run_until(async move {
         let _ = rx.wait_for(|s| *s).await;

@@ -13,19 +13,48 @@ pub async fn healthz() -> &'static str {
     shared::ops::healthz().await
 }
 
-/// `200` when Redis and MySQL answer, else `503`.
-#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "Redis and MySQL answer"), (status = 503, description = "Redis or MySQL does not answer")))]
-pub async fn readyz(State(app): State<AppState>) -> (StatusCode, &'static str) {
+/// What `/readyz` found.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ok` or `unavailable`: issuing needs only Redis.
+    redis: &'static str,
+    /// `ok` or `unavailable`: coupon creation, changes and the status of
+    /// written issues need it; issuing does not.
+    mysql: &'static str,
+}
+
+/// `200` when Redis answers (issuing needs nothing else), else `503`; MySQL's
+/// state is reported in the body and in `coupon_api_mysql_up`.
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, body = Readiness, description = "Redis answers"),
+    (status = 503, body = Readiness, description = "Redis does not answer")))]
+pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let mut redis = app.redis();
     let redis_ok = async { redis::cmd("PING").query_async::<String>(&mut redis).await.is_ok() };
     let mysql_ok = async { sqlx::query("SELECT 1").execute(&app.db).await.is_ok() };
-    let checks = async { tokio::join!(redis_ok, mysql_ok) };
-    match tokio::time::timeout(Duration::from_secs(2), checks).await {
-        Ok((true, true)) => (StatusCode::OK, "ready"),
-        Ok((false, _)) => (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable"),
-        Ok((_, false)) => (StatusCode::SERVICE_UNAVAILABLE, "mysql unavailable"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "readiness checks timed out"),
-    }
+    let (redis_ok, mysql_ok) = tokio::join!(answers_soon(redis_ok), answers_soon(mysql_ok));
+    metrics::gauge!(shared::metrics::API_MYSQL_UP).set(if mysql_ok { 1.0 } else { 0.0 });
+    let word = |ok| if ok { "ok" } else { "unavailable" };
+    let status = if redis_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Readiness {
+            redis: word(redis_ok),
+            mysql: word(mysql_ok),
+        }),
+    )
+}
+
+/// Whether `check` succeeded within two seconds (a server that does not
+/// answer by then is as unavailable as one that refuses).
+async fn answers_soon(check: impl std::future::Future<Output = bool>) -> bool {
+    tokio::time::timeout(Duration::from_secs(2), check)
+        .await
+        .unwrap_or(false)
 }
 
 /// Prometheus text format.

@@ -107,6 +107,7 @@ async fn run(args: &Args) -> Result<Outcome, String> {
     let config = DatabaseConfig {
         database_url: args.database_url.clone(),
         database_max_connections: 2,
+        run_migrations: true,
     };
     let db = shared::db::connect_and_migrate(&config, Duration::from_secs(10))
         .await
