@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ./deploy/local/services.sh
+./deploy/local/test-tools.sh
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast -- --test-threads=4 "$@"

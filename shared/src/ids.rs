@@ -2,7 +2,8 @@
 //! holds them. Parsing is the only way to build one, so an out-of-range id can not
 //! reach Redis or MySQL.
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
@@ -13,12 +14,50 @@ pub enum IdError {
     OutOfRange,
 }
 
+/// Reads a JSON integer, also written as a number with a zero fraction
+/// (`42.0`): JSON Schema's `integer`, which the OpenAPI document declares,
+/// counts it as one.
+struct IntegerVisitor;
+
+impl Visitor<'_> for IntegerVisitor {
+    type Value = i64;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an integer from 1 to 9223372036854775807")
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
+        Ok(v)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
+        i64::try_from(v).map_err(|_| E::custom(IdError::OutOfRange))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
+        // 2^63 is the first f64 past i64::MAX; every f64 below it with no
+        // fraction is an exact i64.
+        if v.fract() == 0.0 && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&v) {
+            Ok(v as i64)
+        } else {
+            Err(E::custom(IdError::OutOfRange))
+        }
+    }
+}
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(try_from = "i64", into = "i64")]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(into = "i64")]
         pub struct $name(i64);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let value = deserializer.deserialize_i64(IntegerVisitor)?;
+                Self::new(value).map_err(de::Error::custom)
+            }
+        }
 
         impl $name {
             /// Accepts 1..=i64::MAX.
@@ -47,9 +86,16 @@ macro_rules! id_type {
         impl FromStr for $name {
             type Err = IdError;
             fn from_str(s: &str) -> Result<Self, IdError> {
-                // Only plain decimal digits: "+5", " 5" or "05x" are not ids.
+                // Plain decimal digits, or a number with no fraction as a JSON
+                // Schema `integer` may be written (`42.0`, `4.2e1`); never a
+                // sign, a space or trailing text ("+5", " 5", "05x").
                 if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(IdError::OutOfRange);
+                    let number = s.bytes().next().is_some_and(|b| b.is_ascii_digit());
+                    let value = s.parse::<f64>().ok().filter(|_| number).ok_or(IdError::OutOfRange)?;
+                    return IntegerVisitor
+                        .visit_f64::<de::value::Error>(value)
+                        .map_err(|_| IdError::OutOfRange)
+                        .and_then(Self::new);
                 }
                 s.parse::<i64>().map_err(|_| IdError::OutOfRange).and_then(Self::new)
             }
@@ -88,5 +134,21 @@ mod tests {
         assert!(serde_json::from_str::<UserId>("0").is_err());
         assert!(serde_json::from_str::<UserId>("1.5").is_err());
         assert!(serde_json::from_str::<UserId>("\"7\"").is_err());
+    }
+
+    #[test]
+    fn an_integer_written_with_a_zero_fraction_is_the_integer_json_schema_says_it_is() {
+        assert_eq!(
+            serde_json::from_str::<UserId>("10700463066.0").map(UserId::get).ok(),
+            Some(10_700_463_066)
+        );
+        assert_eq!("409.0".parse::<UserId>().map(UserId::get), Ok(409));
+        assert_eq!("1e3".parse::<UserId>().map(UserId::get), Ok(1000));
+        for bad in ["409.5", "0.0", "1e19", "inf", "NaN", "+5.0", " 5", ".5", "5x"] {
+            assert!(bad.parse::<UserId>().is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<UserId>("9223372036854775808.0").is_err());
+        let event = rmp_serde::to_vec(&42i64).unwrap();
+        assert_eq!(rmp_serde::from_slice::<UserId>(&event).map(UserId::get).ok(), Some(42));
     }
 }

@@ -340,3 +340,36 @@ async fn oversized_headers_and_too_many_headers_are_refused_before_the_app() {
     }
     app.finish(&env).await;
 }
+
+#[tokio::test]
+async fn instants_in_the_years_a_datetime_holds_are_coupons_and_the_others_are_4xx_never_503() {
+    let (env, app, _) = setup().await;
+    let coupon =
+        |start: &str, end: &str| json!({"name": "old", "total_quantity": 1, "issue_start": start, "issue_end": end});
+    // Once answered 503: MySQL refused a year-1034 value sent as a TIMESTAMP.
+    let (status, body) = app
+        .client
+        .create_coupon(coupon("1034-06-28T08:54:57Z", "1035-01-01T00:00:00Z"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["issue_start"], "1034-06-28T08:54:57Z");
+    let (status, body) = app.client.issue(body["id"].as_i64().unwrap(), 1).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("issue_period_ended")),
+        "{body}"
+    );
+    for (start, end) in [
+        ("1000-01-01T00:00:00Z", "2000-01-01T00:00:00Z"),
+        ("2000-01-01T00:00:00Z", "9999-01-01T00:00:00Z"),
+        ("0999-01-01T00:00:00Z", "2000-01-01T00:00:00Z"),
+    ] {
+        let (status, body) = app.client.create_coupon(coupon(start, end)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (422, Some("invalid_request")),
+            "{start}..{end}: {body}"
+        );
+    }
+    app.finish(&env).await;
+}

@@ -22,15 +22,16 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 pub struct NewCoupon {
     /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     /// At least 1.
     #[schema(minimum = 1)]
     total_quantity: i64,
     /// RFC 3339 with an offset, years 1000 to 9998; requests are accepted from this instant on.
-    #[schema(value_type = String, format = DateTime)]
+    #[schema(value_type = String, format = DateTime, pattern = "^(100[1-9]|10[1-9][0-9]|1[1-9][0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9])-")]
     issue_start: DateTime<FixedOffset>,
     /// RFC 3339 with an offset; after `issue_start`; requests are refused from this instant on.
-    #[schema(value_type = String, format = DateTime)]
+    #[schema(value_type = String, format = DateTime, pattern = "^(100[1-9]|10[1-9][0-9]|1[1-9][0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9])-")]
     issue_end: DateTime<FixedOffset>,
     /// Created paused: nothing is accepted until `PATCH` sets it `false`.
     #[serde(default)]
@@ -135,12 +136,15 @@ impl NewCoupon {
 }
 
 /// An instant as MySQL keeps it: milliseconds (truncated, so Redis, MySQL and
-/// the answer agree), in the years a `DATETIME` holds.
+/// the answer agree), written in the years 1001 to 9998, as the OpenAPI
+/// document's `pattern` on every instant declares: whatever its offset, it is
+/// then an instant a `DATETIME` holds (years 1000 to 9999 in UTC).
 fn instant(t: DateTime<FixedOffset>) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::<Utc>::from_timestamp_millis(t.timestamp_millis())
-        .filter(|t| (1000..=9998).contains(&chrono::Datelike::year(t)))
+    Some(t)
+        .filter(|t| (1001..=9998).contains(&chrono::Datelike::year(t)))
+        .and_then(|t| DateTime::<Utc>::from_timestamp_millis(t.timestamp_millis()))
         .ok_or_else(|| {
-            ApiError::Unprocessable("issue_start and issue_end must be between the years 1000 and 9998".into())
+            ApiError::Unprocessable("issue_start and issue_end must be written in the years 1001 to 9998".into())
         })
 }
 
@@ -191,10 +195,10 @@ pub struct CouponChange {
     #[schema(minimum = 1)]
     total_quantity: Option<i64>,
     /// Only before the sale starts. RFC 3339 with an offset, years 1000 to 9998.
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[schema(value_type = Option<String>, format = DateTime, pattern = "^(100[1-9]|10[1-9][0-9]|1[1-9][0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9])-")]
     issue_start: Option<DateTime<FixedOffset>>,
     /// Extend the sale, or end it (now: the current time). After `issue_start`.
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[schema(value_type = Option<String>, format = DateTime, pattern = "^(100[1-9]|10[1-9][0-9]|1[1-9][0-9]{2}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9])-")]
     issue_end: Option<DateTime<FixedOffset>>,
     /// `true` pauses the sale (`409 issue_paused`), `false` resumes it.
     paused: Option<bool>,
@@ -244,6 +248,7 @@ pub struct ListQuery {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// `id` (oldest first, the default) or `newest` (newest first).
+    #[param(inline)]
     order: Option<ListOrder>,
 }
 

@@ -94,6 +94,10 @@ async fn decide(
     let keys = &coupon.keys;
     let mut redis = app.redis();
     let mut decision = app.script.run(&mut redis, keys, request.user_id, &event).await?;
+    if decision == Decision::StateMissing && app.placement().expired(&coupon) {
+        // Its state expired a retention after its period ended: nothing to rebuild.
+        return Err(ApiError::Ended);
+    }
     if decision == Decision::StateMissing {
         rebuild::rebuild(app, &coupon).await?;
         decision = app.script.run(&mut redis, keys, request.user_id, &event).await?;
