@@ -277,3 +277,57 @@ async fn a_change_in_mysql_that_never_reached_redis_is_repaired_by_the_next_patc
     );
     pair.finish().await;
 }
+
+/// libfaketime, preloaded into a process to give it another clock.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_whose_clock_runs_a_minute_fast_cannot_open_a_sale_early() {
+    assert!(
+        std::path::Path::new(LIBFAKETIME).is_file(),
+        "{LIBFAKETIME} is missing: apt-get install faketime (deploy/local/test-tools.sh does)"
+    );
+    let env = Env::shared().await;
+    let app = spawn::spawn_app(&env).await;
+    let now = chrono::Utc::now();
+    let (status, body) = app
+        .client
+        .create_coupon(json!({"name": "at noon", "total_quantity": 5,
+            "issue_start": rfc3339(now + chrono::Duration::seconds(30)),
+            "issue_end": rfc3339(now + chrono::Duration::hours(1))}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let coupon = body["id"].as_i64().unwrap();
+    let fast = integration_tests::binaries::ApiProcess::spawn_with(
+        &env,
+        &[
+            ("LD_PRELOAD".into(), LIBFAKETIME.into()),
+            ("FAKETIME".into(), "+60s".into()),
+            // Only the wall clock: tokio's timers keep the real pace.
+            ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+        ],
+    )
+    .await;
+    // Its clock is really a minute ahead: its answers are dated so.
+    let response = fast
+        .client
+        .http
+        .get(format!("{}/healthz", fast.client.base))
+        .send()
+        .await
+        .unwrap();
+    let date = response.headers()["date"].to_str().unwrap().to_string();
+    let dated = chrono::DateTime::parse_from_rfc2822(&date).unwrap();
+    let ahead = dated.signed_duration_since(chrono::Utc::now()).num_seconds();
+    assert!(
+        (50..=70).contains(&ahead),
+        "the process' clock is {ahead} s ahead ({date})"
+    );
+    // By its own clock the sale opened half a minute ago; Redis says it has not.
+    let (status, body) = fast.client.issue(coupon, 1).await;
+    assert_eq!((status, error(&body)), (409, "issue_period_not_started"), "{body}");
+    let (status, body) = app.client.issue(coupon, 1).await;
+    assert_eq!((status, error(&body)), (409, "issue_period_not_started"), "{body}");
+    drop(fast);
+    app.finish(&env).await;
+}
