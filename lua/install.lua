@@ -8,8 +8,9 @@
 -- KEYS[4] coupon:{p<n>}:<id>:failed       HASH users given up on
 -- ARGV[1] incarnation (the row's created_at, ms), ARGV[2] name,
 -- ARGV[3] total_quantity, ARGV[4] issue_start_ms, ARGV[5] issue_end_ms,
--- ARGV[6] 'new' (a coupon just created) or 'rebuild' (Redis lost its state),
--- ARGV[7] when the state expires (unix ms), ARGV[8] paused ('1' or '0')
+-- ARGV[6] paused ('1' or '0'), ARGV[7] when the state expires (unix ms)
+-- (the metadata, as lua/amend.lua takes it too),
+-- ARGV[8] 'new' (a coupon just created) or 'rebuild' (Redis lost its state)
 --
 -- Returns 1 when installed, 0 when this incarnation was installed already:
 -- another instance got there first and may be accepting users, so nothing of
@@ -20,7 +21,7 @@ if current == ARGV[1] then
   redis.call('DEL', KEYS[3])
   return 0
 end
-if current or ARGV[6] == 'new' then
+if current or ARGV[8] == 'new' then
   -- Another coupon's state under this id (its database was reset while Redis
   -- was not), or leftovers under an id MySQL just handed out: all stale.
   redis.call('DEL', KEYS[2], KEYS[4])
@@ -32,7 +33,7 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('DEL', KEYS[3])
 end
 redis.call('HSET', KEYS[1], 'incarnation', ARGV[1], 'name', ARGV[2], 'total_quantity', ARGV[3],
-  'issue_start_ms', ARGV[4], 'issue_end_ms', ARGV[5], 'expires_at_ms', ARGV[7], 'paused', ARGV[8])
+  'issue_start_ms', ARGV[4], 'issue_end_ms', ARGV[5], 'paused', ARGV[6], 'expires_at_ms', ARGV[7])
 for i = 1, 4 do
   if i ~= 3 then
     redis.call('PEXPIREAT', KEYS[i], ARGV[7])

@@ -167,19 +167,10 @@ async fn apply(
     incarnation: i64,
 ) -> Result<Applied, ApiError> {
     let keys = placement.layout.coupon(coupon.id);
-    let (code, issued): (i64, i64) = AMEND
-        .key(&keys.meta)
-        .key(&keys.issued)
-        .key(&keys.failed)
-        .arg(incarnation)
-        .arg(&coupon.name)
-        .arg(coupon.total_quantity)
-        .arg(coupon.issue_start.timestamp_millis())
-        .arg(coupon.issue_end.timestamp_millis())
-        .arg(if coupon.paused { "1" } else { "0" })
-        .arg(placement.expires_at_ms(coupon))
-        .invoke_async(redis)
-        .await?;
+    let mut amend = AMEND.prepare_invoke();
+    amend.key(&keys.meta).key(&keys.issued).key(&keys.failed);
+    placement.metadata_args(&mut amend, coupon, incarnation);
+    let (code, issued): (i64, i64) = amend.invoke_async(redis).await?;
     Ok(match code {
         1 => Applied::Done { issued },
         -1 => Applied::BelowIssued { issued },

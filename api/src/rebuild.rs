@@ -74,6 +74,20 @@ impl Placement {
         coupon.issue_end.timestamp_millis().saturating_add(retention)
     }
 
+    /// Passes `coupon`'s metadata to a script, as `lua/install.lua` and
+    /// `lua/amend.lua` both take it: incarnation, name, total_quantity,
+    /// issue_start_ms, issue_end_ms, paused, and when the state expires.
+    pub fn metadata_args(&self, script: &mut redis::ScriptInvocation<'_>, coupon: &Coupon, incarnation: i64) {
+        script
+            .arg(incarnation)
+            .arg(&coupon.name)
+            .arg(coupon.total_quantity)
+            .arg(coupon.issue_start.timestamp_millis())
+            .arg(coupon.issue_end.timestamp_millis())
+            .arg(if coupon.paused { "1" } else { "0" })
+            .arg(self.expires_at_ms(coupon));
+    }
+
     /// Whether the coupon's Redis state has (or would have) expired by now.
     pub fn expired(&self, coupon: &Coupon) -> bool {
         self.expires_at_ms(coupon) <= chrono::Utc::now().timestamp_millis()
@@ -224,21 +238,15 @@ async fn install(
         return Ok(());
     }
     let keys = placement.layout.coupon(coupon.id);
-    let _: i64 = redis::Script::new(INSTALL)
+    let script = redis::Script::new(INSTALL);
+    let mut install = script.prepare_invoke();
+    install
         .key(&keys.meta)
         .key(&keys.issued)
         .key(&keys.rebuild_set)
-        .key(&keys.failed)
-        .arg(incarnation)
-        .arg(&coupon.name)
-        .arg(coupon.total_quantity)
-        .arg(coupon.issue_start.timestamp_millis())
-        .arg(coupon.issue_end.timestamp_millis())
-        .arg(mode.arg())
-        .arg(placement.expires_at_ms(coupon))
-        .arg(if coupon.paused { "1" } else { "0" })
-        .invoke_async(redis)
-        .await?;
+        .key(&keys.failed);
+    placement.metadata_args(&mut install, coupon, incarnation);
+    let _: i64 = install.arg(mode.arg()).invoke_async(redis).await?;
     Ok(())
 }
 

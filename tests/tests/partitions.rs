@@ -148,6 +148,19 @@ impl Stage {
     async fn finish(self) {
         self.app.finish(&self.env).await;
     }
+
+    /// Once `count` dead letters are there: each one's coupon, user and reason
+    /// (without its detail).
+    async fn dead_letter_reasons(&self, count: usize) -> BTreeSet<(Option<i64>, Option<i64>, String)> {
+        let letters = wait::until(Duration::from_secs(10), &format!("{count} dead letters"), || async {
+            let mut redis = self.redis.clone();
+            let letters = consumer::dead_letter::list(&mut redis, &self.layout, None).await.ok()?;
+            (letters.len() == count).then_some(letters)
+        })
+        .await;
+        let reason = |l: &consumer::dead_letter::DeadLetter| l.reason.split(':').next().unwrap_or_default().to_string();
+        letters.iter().map(|l| (l.coupon_id, l.user_id, reason(l))).collect()
+    }
 }
 
 fn id(coupon: i64) -> CouponId {
@@ -299,24 +312,7 @@ async fn one_batch_of_many_coupons_with_a_redelivery_a_sell_out_and_a_missing_co
             "coupon {coupon}: {ledger:?}"
         );
     }
-    let letters = wait::until(Duration::from_secs(10), "three dead letters", || async {
-        let mut redis = stage.redis.clone();
-        let letters = consumer::dead_letter::list(&mut redis, &stage.layout, None)
-            .await
-            .ok()?;
-        (letters.len() == 3).then_some(letters)
-    })
-    .await;
-    let reasons: BTreeSet<(Option<i64>, Option<i64>, String)> = letters
-        .iter()
-        .map(|l| {
-            (
-                l.coupon_id,
-                l.user_id,
-                l.reason.split(':').next().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
+    let reasons = stage.dead_letter_reasons(3).await;
     assert_eq!(
         reasons,
         BTreeSet::from([
@@ -391,24 +387,7 @@ async fn dead_letters_go_to_their_coupons_partition_and_replay_from_there() {
     xadd(&mut redis, &wrong, &event(misplaced, 2, now_ms()), 1).await;
 
     let consumer = spawn::spawn_consumer(&stage.env, "c").await;
-    let letters = wait::until(Duration::from_secs(10), "two dead letters", || async {
-        let mut redis = stage.redis.clone();
-        let letters = consumer::dead_letter::list(&mut redis, &stage.layout, None)
-            .await
-            .ok()?;
-        (letters.len() == 2).then_some(letters)
-    })
-    .await;
-    let reasons: BTreeSet<(Option<i64>, Option<i64>, String)> = letters
-        .iter()
-        .map(|l| {
-            (
-                l.coupon_id,
-                l.user_id,
-                l.reason.split(':').next().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
+    let reasons = stage.dead_letter_reasons(2).await;
     assert_eq!(
         reasons,
         BTreeSet::from([
