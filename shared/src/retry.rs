@@ -10,7 +10,22 @@ const PAUSE: Duration = Duration::from_millis(500);
 
 /// Runs `attempt` until it succeeds or `wait` has passed, logging each failure as
 /// "`what` is not reachable yet". After the deadline the last error is returned.
-pub async fn until<T, E, F>(wait: Duration, what: &str, mut attempt: impl FnMut() -> F) -> Result<T, E>
+pub async fn until<T, E, F>(wait: Duration, what: &str, attempt: impl FnMut() -> F) -> Result<T, E>
+where
+    E: Display,
+    F: Future<Output = Result<T, E>>,
+{
+    until_settled(wait, what, |_| true, attempt).await
+}
+
+/// As [`until`], retrying only the errors `passing` calls passing (a server
+/// still starting); any other is returned at once.
+pub async fn until_settled<T, E, F>(
+    wait: Duration,
+    what: &str,
+    passing: impl Fn(&E) -> bool,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, E>
 where
     E: Display,
     F: Future<Output = Result<T, E>>,
@@ -19,7 +34,7 @@ where
     loop {
         match attempt().await {
             Ok(value) => return Ok(value),
-            Err(err) if tokio::time::Instant::now() < deadline => {
+            Err(err) if passing(&err) && tokio::time::Instant::now() < deadline => {
                 tracing::warn!(%err, "{what} is not reachable yet, retrying");
                 tokio::time::sleep(PAUSE).await;
             }
@@ -54,5 +69,22 @@ mod tests {
         })
         .await;
         assert_eq!(failed, Err("down 1".to_string()));
+    }
+
+    #[tokio::test]
+    async fn only_passing_errors_are_retried_the_others_return_at_once() {
+        let mut calls = 0;
+        let result: Result<(), String> = until_settled(
+            Duration::from_secs(5),
+            "thing",
+            |err: &String| err.starts_with("LOADING"),
+            || {
+                calls += 1;
+                let err = if calls < 3 { "LOADING".to_string() } else { format!("refused {calls}") };
+                async move { Err(err) }
+            },
+        )
+        .await;
+        assert_eq!(result, Err("refused 3".to_string()));
     }
 }

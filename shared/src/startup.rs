@@ -58,9 +58,15 @@ pub async fn connect(config: &CommonConfig, mysql: Mysql) -> Result<Connections,
         Mysql::Wait => db::connect_and_migrate(&config.database, START_WAIT).await?,
         Mysql::Lazily => db::connect_lazily(&config.database).await?,
     };
-    let mut redis = redis_connection(config, config.redis.timeout()).await?;
+    let redis = redis_connection(config, config.redis.timeout()).await?;
     let layout = config.redis.layout();
-    check_layout(&mut redis, layout).await?;
+    // A Redis that restarts answers LOADING while it replays its AOF.
+    let loading = |err: &StartError| matches!(err, StartError::Redis(e) if e.code() == Some("LOADING"));
+    crate::retry::until_settled(START_WAIT, "Redis", loading, || {
+        let mut redis = redis.clone();
+        async move { check_layout(&mut redis, layout).await }
+    })
+    .await?;
     Ok(Connections { db, redis, layout })
 }
 
