@@ -80,7 +80,11 @@ mod tests {
             |err: &String| err.starts_with("LOADING"),
             || {
                 calls += 1;
-                let err = if calls < 3 { "LOADING".to_string() } else { format!("refused {calls}") };
+                let err = if calls < 3 {
+                    "LOADING".to_string()
+                } else {
+                    format!("refused {calls}")
+                };
                 async move { Err(err) }
             },
         )

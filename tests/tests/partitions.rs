@@ -609,12 +609,18 @@ async fn on_a_cluster_legacy_streams_of_every_master_drain_and_deleted_entries_a
         &integration_tests::mysql_server_url(),
     ))
     .await;
-    let coupons = stage.open_coupons(8, 10).await;
+    let coupons = stage.open_coupons(40, 10).await;
     let mut redis = stage.redis.clone();
-    // Six coupons of the old layout (their streams spread over the masters),
+    // Six coupons of the old layout, three whose stream is on the first master
+    // and three elsewhere (the ids are random: 38 candidates make both sure),
     // one holding an entry that is no event; a partition holding another
     // partition's event; and a coupon of the new layout with two users.
-    let (old, misplaced, a) = (&coupons[..6], coupons[6], coupons[7]);
+    let (candidates, misplaced, a) = (&coupons[..38], coupons[38], coupons[39]);
+    let on_first = |&&c: &&i64| cluster.on_first_master(&LegacyKeys::new(id(c)).events);
+    let old: Vec<i64> = (candidates.iter().filter(on_first).take(3))
+        .chain(candidates.iter().filter(|c| !on_first(c)).take(3))
+        .copied()
+        .collect();
     let legacy: Vec<LegacyKeys> = old.iter().map(|&c| LegacyKeys::new(id(c))).collect();
     for (&coupon, keys) in old.iter().zip(&legacy) {
         let new = stage.layout.coupon(id(coupon));
@@ -653,7 +659,7 @@ async fn on_a_cluster_legacy_streams_of_every_master_drain_and_deleted_entries_a
     let mut batch = y.fetch().await.unwrap();
     assert!(batch.reclaimed && batch.entries.len() == 6 * 2 + 1 + 2, "{batch:?}");
     y.handle(&mut batch).await.unwrap();
-    for &coupon in old {
+    for &coupon in &old {
         assert_eq!(stage.rows(coupon).await, BTreeSet::from([1, 2]), "coupon {coupon}");
     }
     assert_eq!(stage.rows(a).await, BTreeSet::from([2]));
