@@ -2,7 +2,6 @@
 
 use anyhow::Context;
 use api::{ApiConfig, Application};
-use clap::Parser;
 use shared::telemetry::Telemetry;
 
 /// mimalloc: under load glibc malloc/free took about a fifth of the API's CPU
@@ -12,7 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = ApiConfig::parse();
+    let config = ApiConfig::load().context("reading the configuration")?;
     let telemetry = Telemetry::init(&config.common.telemetry, "coupon-api").context("setting up telemetry")?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config.summary(), "coupon-api starting");
     let app = Application::build(&config).await.context("starting coupon-api")?;

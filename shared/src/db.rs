@@ -1,5 +1,7 @@
 //! MySQL connection pool, database creation and migrations, used by both binaries
-//! at start so that a fresh MySQL or MariaDB needs no manual step.
+//! at start so that a fresh MySQL or MariaDB needs no manual step. TLS is asked
+//! for in `DATABASE_URL` (`ssl-mode`, `ssl-ca`); sqlx never falls back to
+//! plaintext when the mode is `REQUIRED` or a `VERIFY_*` one.
 
 use crate::config::DatabaseConfig;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
@@ -14,6 +16,13 @@ pub enum DbSetupError {
     DatabaseName,
     #[error("MySQL: {0}")]
     Sql(#[from] sqlx::Error),
+    /// The TLS DATABASE_URL asks for failed: an untrusted certificate, or a
+    /// server without TLS. Waiting does not cure it, so it is never retried.
+    #[error(
+        "TLS with MySQL failed (does the server have TLS, and is its certificate issued by the CA of \
+         `ssl-ca` in DATABASE_URL, for the host in the URL with VERIFY_IDENTITY?): {0}"
+    )]
+    Tls(sqlx::Error),
     #[error("migrating: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -30,7 +39,13 @@ pub async fn connect_and_migrate(config: &DatabaseConfig, wait: Duration) -> Res
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$') {
         return Err(DbSetupError::DatabaseName);
     }
-    crate::retry::until(wait, "MySQL", || create_database(&options, &name)).await?;
+    crate::retry::until_permanent(
+        wait,
+        "MySQL",
+        || create_database(&options, &name),
+        |err| matches!(err, DbSetupError::Tls(_)),
+    )
+    .await?;
     let pool = pool_options(config).connect_with(options.database(&name)).await?;
     migrate(&pool).await?;
     Ok(pool)
@@ -66,7 +81,23 @@ fn pool_options(config: &DatabaseConfig) -> MySqlPoolOptions {
 
 async fn create_database(options: &MySqlConnectOptions, name: &str) -> Result<(), DbSetupError> {
     // `information_schema` exists on every server and every user may open it.
-    let mut conn = options.clone().database("information_schema").connect().await?;
+    let mut conn = options
+        .clone()
+        .database("information_schema")
+        .connect()
+        .await
+        .map_err(|err| {
+            let tls = match &err {
+                sqlx::Error::Tls(_) => true,
+                sqlx::Error::Io(io) => crate::tls::is_tls_failure(io),
+                _ => false,
+            };
+            if tls {
+                DbSetupError::Tls(err)
+            } else {
+                DbSetupError::Sql(err)
+            }
+        })?;
     let sql = format!("CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4");
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?;
     conn.close().await?;

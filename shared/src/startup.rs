@@ -4,7 +4,7 @@
 use crate::config::CommonConfig;
 use crate::db::{self, DbSetupError};
 use crate::keys::{Layout, LAYOUT_KEY};
-use crate::redis_conn::{self, RedisConn};
+use crate::redis_conn::{self, RedisConn, RedisConnectError};
 use sqlx::MySqlPool;
 use std::time::Duration;
 
@@ -18,6 +18,8 @@ pub enum StartError {
     Database(#[from] DbSetupError),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("redis: {0}")]
+    RedisConnect(#[from] RedisConnectError),
     #[error("binding {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
     #[error(
