@@ -4,7 +4,7 @@
 //! plaintext when the mode is `REQUIRED` or a `VERIFY_*` one.
 
 use crate::config::DatabaseConfig;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlSslMode};
 use sqlx::{ConnectOptions, Connection};
 use std::str::FromStr;
 use std::time::Duration;
@@ -34,7 +34,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// MySQL `GET_LOCK` meanwhile, so instances starting together are safe) and returns
 /// a pool. Waits up to `wait` for MySQL to come up.
 pub async fn connect_and_migrate(config: &DatabaseConfig, wait: Duration) -> Result<MySqlPool, DbSetupError> {
-    let options = MySqlConnectOptions::from_str(&config.database_url)?;
+    let options = connect_options(&config.database_url)?;
     let name = options.get_database().unwrap_or("coupon").to_string();
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$') {
         return Err(DbSetupError::DatabaseName);
@@ -49,6 +49,26 @@ pub async fn connect_and_migrate(config: &DatabaseConfig, wait: Duration) -> Res
     let pool = pool_options(config).connect_with(options.database(&name)).await?;
     migrate(&pool).await?;
     Ok(pool)
+}
+
+/// The options of a `DATABASE_URL`. Without an `ssl-mode` the connection stays
+/// plaintext, as it was before TLS was built in: sqlx's own default, PREFERRED,
+/// would now try TLS with every server that offers it and fail outright on the
+/// self-signed certificates MySQL makes for itself, X.509 v1 on many versions
+/// (rustls reads v3 only). TLS is asked for explicitly (`REQUIRED`, `VERIFY_CA`, `VERIFY_IDENTITY`,
+/// or `PREFERRED`), and then sqlx never falls back to plaintext.
+pub fn connect_options(url: &str) -> Result<MySqlConnectOptions, sqlx::Error> {
+    let options = MySqlConnectOptions::from_str(url)?;
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    let asks = query.split('&').any(|pair| {
+        let key = pair.split_once('=').map_or(pair, |(key, _)| key);
+        key.eq_ignore_ascii_case("ssl-mode") || key.eq_ignore_ascii_case("sslmode")
+    });
+    Ok(if asks {
+        options
+    } else {
+        options.ssl_mode(MySqlSslMode::Disabled)
+    })
 }
 
 /// Applies pending migrations under our own named lock. sqlx takes one too, with
@@ -102,4 +122,30 @@ async fn create_database(options: &MySqlConnectOptions, name: &str) -> Result<()
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?;
     conn.close().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(url: &str) -> MySqlSslMode {
+        connect_options(url).expect("a valid URL").get_ssl_mode()
+    }
+
+    #[test]
+    fn tls_is_used_when_the_url_asks_for_it_and_only_then() {
+        assert!(matches!(mode("mysql://root@db/coupon"), MySqlSslMode::Disabled));
+        assert!(matches!(
+            mode("mysql://root@db/coupon?ssl-mode=REQUIRED"),
+            MySqlSslMode::Required
+        ));
+        assert!(matches!(
+            mode("mysql://root@db/coupon?charset=utf8mb4&sslmode=verify_ca&ssl-ca=/ca.pem"),
+            MySqlSslMode::VerifyCa
+        ));
+        assert!(matches!(
+            mode("mysql://root@db/coupon?ssl-mode=PREFERRED"),
+            MySqlSslMode::Preferred
+        ));
+    }
 }
