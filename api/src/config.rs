@@ -1,7 +1,10 @@
-//! `coupon-api`'s configuration: the contract's variables, each also a flag.
+//! `coupon-api`'s configuration: the contract's variables, each also a flag,
+//! secrets also from files (`*_FILE`).
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, Parser, Subcommand};
 use shared::config::CommonConfig;
+use shared::secrets::{self, SecretError};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The HTTP API that accepts coupon issue requests through Redis.
@@ -12,6 +15,15 @@ pub struct Cli {
     pub api: ApiConfig,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl Cli {
+    /// Flags and environment, then the secrets given as files.
+    pub fn load() -> Result<Self, SecretError> {
+        let (mut cli, matches) = secrets::parse::<Self>();
+        cli.api.read_secret_files(&matches)?;
+        Ok(cli)
+    }
 }
 
 /// Operator commands; without one, the API serves.
@@ -31,6 +43,9 @@ pub struct ApiConfig {
     /// Bearer token for admin endpoints; unset means admin endpoints answer 403.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// A file holding `ADMIN_TOKEN` (its trailing newline dropped); not with `ADMIN_TOKEN`.
+    #[arg(long, env = "ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// The longest a request may take before it is answered 503 (ms).
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 3000)]
     pub request_timeout_ms: u64,
@@ -39,6 +54,15 @@ pub struct ApiConfig {
 }
 
 impl ApiConfig {
+    /// Replaces each secret whose `*_FILE` is set by that file's content.
+    pub fn read_secret_files(&mut self, matches: &ArgMatches) -> Result<(), SecretError> {
+        let given = secrets::given(matches, "admin_token");
+        if let Some(token) = secrets::from_file("ADMIN_TOKEN", given, self.admin_token_file.as_deref())? {
+            self.admin_token = Some(token);
+        }
+        self.common.read_secret_files(matches)
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }

@@ -2,7 +2,6 @@
 
 use anyhow::Context;
 use api::{Application, Cli, Command};
-use clap::Parser;
 use shared::telemetry::Telemetry;
 
 /// mimalloc: under load glibc malloc/free took about a fifth of the API's CPU
@@ -12,7 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::load().context("reading the configuration")?;
     let config = cli.api;
     let telemetry = Telemetry::init(&config.common.telemetry, "coupon-api").context("setting up telemetry")?;
     if let Some(Command::Migrate) = cli.command {

@@ -1,8 +1,10 @@
 //! `coupon-consumer`'s configuration: the contract's variables, each also a
-//! flag, plus the operator subcommands for dead letters.
+//! flag (secrets also from files, `*_FILE`), plus the operator subcommands for
+//! dead letters.
 
 use clap::{Args, Parser, Subcommand};
 use shared::config::CommonConfig;
+use shared::secrets::{self, SecretError};
 use std::time::Duration;
 
 /// The issuing worker: a Redis Streams consumer-group member writing to MySQL.
@@ -13,6 +15,15 @@ pub struct Cli {
     pub consumer: ConsumerConfig,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl Cli {
+    /// Flags and environment, then the secrets given as files.
+    pub fn load() -> Result<Self, SecretError> {
+        let (mut cli, matches) = secrets::parse::<Self>();
+        cli.consumer.common.read_secret_files(&matches)?;
+        Ok(cli)
+    }
 }
 
 /// Operator commands; without one, the consumer runs.

@@ -2,7 +2,6 @@
 //! subcommand on dead letters.
 
 use anyhow::Context;
-use clap::Parser;
 use consumer::{dead_letter, Cli, Command};
 use shared::telemetry::Telemetry;
 use shared::CouponId;
@@ -15,7 +14,7 @@ use tokio::sync::watch;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::load().context("reading the configuration")?;
     let config = cli.consumer;
     let telemetry = Telemetry::init(&config.common.telemetry, "coupon-consumer").context("setting up telemetry")?;
     if let Some(command) = cli.command {

@@ -1,21 +1,31 @@
 //! Configuration both binaries share, read from the environment or flags (clap),
-//! with the contract's variable names and defaults.
+//! with the contract's variable names and defaults. Secrets may come from files
+//! (`*_FILE`, see [`crate::secrets`]); `--help` shows no secret's value.
 
 use crate::keys::Layout;
-use clap::Args;
+use crate::secrets::{self, SecretError};
+use clap::{ArgMatches, Args};
 use std::fmt::Display;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where Redis is and how long to wait for it.
 #[derive(Args, Clone, Debug)]
 pub struct RedisConfig {
-    /// The Redis server (standalone).
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    /// The Redis server (standalone); `rediss://` for TLS.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
     pub redis_url: String,
-    /// Redis Cluster seed nodes, comma-separated (`redis://10.0.0.1:6379,redis://10.0.0.2:6379`);
-    /// when set, the cluster is used and `REDIS_URL` is ignored.
-    #[arg(long, env = "REDIS_CLUSTER_URLS")]
+    /// Redis Cluster seed nodes, comma-separated (`redis://10.0.0.1:6379,redis://10.0.0.2:6379`,
+    /// `rediss://` for TLS); when set, the cluster is used and `REDIS_URL` is ignored.
+    #[arg(long, env = "REDIS_CLUSTER_URLS", hide_env_values = true)]
     pub redis_cluster_urls: Option<String>,
+    #[command(flatten)]
+    pub tls: RedisTlsConfig,
     /// How long a Redis command may take before the caller gives up (ms).
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 1000)]
     pub redis_timeout_ms: u64,
@@ -70,11 +80,34 @@ impl RedisConfig {
     }
 }
 
+/// What a `rediss://` connection trusts and shows besides the URL. Without a CA
+/// file the system's roots are trusted; the files are read at start.
+#[derive(Args, Clone, Debug, Default)]
+pub struct RedisTlsConfig {
+    /// PEM file of the CA certificate(s) the Redis server's certificate must chain to
+    /// (`rediss://` only; unset: the system's roots).
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// PEM client certificate for a Redis that asks for one (`tls-auth-clients yes`);
+    /// with `REDIS_CLIENT_KEY_FILE`.
+    #[arg(long, env = "REDIS_CLIENT_CERT_FILE")]
+    pub redis_client_cert_file: Option<PathBuf>,
+    /// PEM private key of `REDIS_CLIENT_CERT_FILE`.
+    #[arg(long, env = "REDIS_CLIENT_KEY_FILE")]
+    pub redis_client_key_file: Option<PathBuf>,
+}
+
 /// Where MySQL is and how many connections this instance may hold.
 #[derive(Args, Clone, Debug)]
 pub struct DatabaseConfig {
-    /// MySQL 8 or MariaDB 10.6+; the database is created if missing.
-    #[arg(long, env = "DATABASE_URL", default_value = "mysql://root@127.0.0.1:3306/coupon")]
+    /// MySQL 8 or MariaDB 10.6+; the database is created if missing. TLS through
+    /// `?ssl-mode=REQUIRED|VERIFY_CA|VERIFY_IDENTITY&ssl-ca=/path/ca.pem`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "mysql://root@127.0.0.1:3306/coupon",
+        hide_env_values = true
+    )]
     pub database_url: String,
     /// Connections in this instance's pool; keep pool × instances below MySQL's
     /// `max_connections` (151 by default).
@@ -100,6 +133,21 @@ pub struct TelemetryConfig {
     pub otel_service_name: Option<String>,
 }
 
+/// Files the secrets of [`CommonConfig`] may be read from instead of their
+/// variables (a mounted Kubernetes Secret, a Compose secret).
+#[derive(Args, Clone, Debug, Default)]
+pub struct SecretFiles {
+    /// A file holding `REDIS_URL` (its trailing newline dropped); not with `REDIS_URL`.
+    #[arg(long, env = "REDIS_URL_FILE")]
+    pub redis_url_file: Option<PathBuf>,
+    /// A file holding `REDIS_CLUSTER_URLS`; not with `REDIS_CLUSTER_URLS`.
+    #[arg(long, env = "REDIS_CLUSTER_URLS_FILE")]
+    pub redis_cluster_urls_file: Option<PathBuf>,
+    /// A file holding `DATABASE_URL`; not with `DATABASE_URL`.
+    #[arg(long, env = "DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+}
+
 /// What both binaries are configured with: Redis, MySQL and trace export.
 #[derive(Args, Clone, Debug)]
 pub struct CommonConfig {
@@ -109,9 +157,39 @@ pub struct CommonConfig {
     pub database: DatabaseConfig,
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
+    #[command(flatten)]
+    pub secret_files: SecretFiles,
 }
 
 impl CommonConfig {
+    /// Replaces each secret whose `*_FILE` is set by that file's content; `matches`
+    /// (from [`secrets::parse`]) tell whether the variable itself was set too.
+    pub fn read_secret_files(&mut self, matches: &ArgMatches) -> Result<(), SecretError> {
+        let files = &self.secret_files;
+        if let Some(url) = secrets::from_file(
+            "REDIS_URL",
+            secrets::given(matches, "redis_url"),
+            files.redis_url_file.as_deref(),
+        )? {
+            self.redis.redis_url = url;
+        }
+        if let Some(urls) = secrets::from_file(
+            "REDIS_CLUSTER_URLS",
+            secrets::given(matches, "redis_cluster_urls"),
+            files.redis_cluster_urls_file.as_deref(),
+        )? {
+            self.redis.redis_cluster_urls = Some(urls);
+        }
+        if let Some(url) = secrets::from_file(
+            "DATABASE_URL",
+            secrets::given(matches, "database_url"),
+            files.database_url_file.as_deref(),
+        )? {
+            self.database.database_url = url;
+        }
+        Ok(())
+    }
+
     /// The effective configuration for the start-up log line: a binary's `own`
     /// settings, then the common ones, as `name=value` pairs with secrets masked.
     pub fn summary(&self, own: &[(&str, &dyn Display)]) -> String {
@@ -157,6 +235,7 @@ mod tests {
             redis: RedisConfig {
                 redis_url: "redis://127.0.0.1:6379".into(),
                 redis_cluster_urls: None,
+                tls: RedisTlsConfig::default(),
                 redis_timeout_ms: 1000,
                 stream_partitions: 16,
                 coupon_retention_s: 604800,
@@ -171,6 +250,7 @@ mod tests {
                 otel_exporter_otlp_protocol: "grpc".into(),
                 otel_service_name: None,
             },
+            secret_files: SecretFiles::default(),
         };
         let summary = common.summary(&[("listen_addr", &":0"), ("admin_token", &"set")]);
         assert_eq!(

@@ -7,9 +7,11 @@
 //! - [`lease`]: the commit lease between a consumer's batch and a rebuild.
 //! - [`event`]: the issue event carried by the stream (MessagePack).
 //! - [`config`]: configuration shared by both binaries (env + flags).
+//! - [`secrets`]: secrets read from files (`*_FILE`) and the parse that allows it.
 //! - [`db`]: MySQL pool, database creation and migrations.
 //! - [`redis_conn`]: Redis connections with bounded timeouts.
 //! - [`retry`]: retrying until a deadline, for start-up.
+//! - [`tls`]: rustls's crypto provider; TLS failures told from outages.
 //! - [`startup`]: connecting both binaries to MySQL and Redis; `StartError`.
 //! - [`ops`]: the `/healthz` and `/metrics` handlers both servers use.
 //! - [`telemetry`]: logs, OpenTelemetry export and trace-context propagation.
@@ -27,9 +29,11 @@ pub mod metrics;
 pub mod ops;
 pub mod redis_conn;
 pub mod retry;
+pub mod secrets;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
+pub mod tls;
 
 pub use coupon::Coupon;
 pub use event::IssueEvent;

@@ -15,16 +15,17 @@ where
     E: Display,
     F: Future<Output = Result<T, E>>,
 {
-    until_settled(wait, what, |_| true, attempt).await
+    until_permanent(wait, what, attempt, |_| false).await
 }
 
-/// As [`until`], retrying only the errors `passing` calls passing (a server
-/// still starting); any other is returned at once.
-pub async fn until_settled<T, E, F>(
+/// As [`until`], but an error that `permanent` says waiting cannot cure (a
+/// certificate that is not trusted, a server without TLS when TLS is required)
+/// is returned at once instead of being retried until the deadline.
+pub async fn until_permanent<T, E, F>(
     wait: Duration,
     what: &str,
-    passing: impl Fn(&E) -> bool,
     mut attempt: impl FnMut() -> F,
+    permanent: impl Fn(&E) -> bool,
 ) -> Result<T, E>
 where
     E: Display,
@@ -34,7 +35,7 @@ where
     loop {
         match attempt().await {
             Ok(value) => return Ok(value),
-            Err(err) if passing(&err) && tokio::time::Instant::now() < deadline => {
+            Err(err) if !permanent(&err) && tokio::time::Instant::now() < deadline => {
                 tracing::warn!(%err, "{what} is not reachable yet, retrying");
                 tokio::time::sleep(PAUSE).await;
             }
@@ -72,23 +73,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_passing_errors_are_retried_the_others_return_at_once() {
+    async fn a_permanent_error_is_returned_at_once() {
         let mut calls = 0;
-        let result: Result<(), String> = until_settled(
+        let failed: Result<(), &str> = until_permanent(
             Duration::from_secs(5),
             "thing",
-            |err: &String| err.starts_with("LOADING"),
             || {
                 calls += 1;
-                let err = if calls < 3 {
-                    "LOADING".to_string()
-                } else {
-                    format!("refused {calls}")
-                };
-                async move { Err(err) }
+                async { Err("untrusted certificate") }
             },
+            |err| err.contains("certificate"),
         )
         .await;
-        assert_eq!(result, Err("refused 3".to_string()));
+        assert_eq!((failed, calls), (Err("untrusted certificate"), 1));
     }
 }

@@ -6,7 +6,7 @@
 use crate::config::CommonConfig;
 use crate::db::{self, DbSetupError};
 use crate::keys::{Layout, LAYOUT_KEY};
-use crate::redis_conn::{self, RedisConn};
+use crate::redis_conn::{self, RedisConn, RedisConnectError};
 use sqlx::MySqlPool;
 use std::time::Duration;
 
@@ -20,6 +20,8 @@ pub enum StartError {
     Database(#[from] DbSetupError),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("redis: {0}")]
+    RedisConnect(#[from] RedisConnectError),
     #[error("binding {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
     #[error(
@@ -62,11 +64,11 @@ pub async fn connect(config: &CommonConfig, mysql: Mysql) -> Result<Connections,
     let layout = config.redis.layout();
     // A Redis that restarts answers LOADING while it replays its AOF.
     let loading = |err: &StartError| matches!(err, StartError::Redis(e) if e.code() == Some("LOADING"));
-    crate::retry::until_settled(START_WAIT, "Redis", loading, || {
+    let check = || {
         let mut redis = redis.clone();
         async move { check_layout(&mut redis, layout).await }
-    })
-    .await?;
+    };
+    crate::retry::until_permanent(START_WAIT, "Redis", check, |err| !loading(err)).await?;
     Ok(Connections { db, redis, layout })
 }
 

@@ -2,13 +2,15 @@
 //! test (so that `kill -9` and SIGTERM are real), with a clean environment, a
 //! log file each, and the consumer's operator subcommands run to completion.
 //! A binary that is missing or does not start fails the test with the reason
-//! and its log tail.
+//! and its log tail. A test may keep the secrets in files (`*_FILE`) instead of
+//! variables ([`SecretDir`]).
 
 use crate::child::{free_port, has_exited, kill9_child, log_tail, spawn_logged, TempDir};
 use crate::client::Client;
 use crate::spawn::{Env, ADMIN_TOKEN};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long `coupon-api` may take to answer `/healthz`.
@@ -38,11 +40,87 @@ fn binary_command(name: &str, env: &Env) -> Command {
     let mut command = Command::new(binary(name));
     command
         .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("REDIS_URL", &env.redis_url)
-        .envs(env.redis_cluster_urls.iter().map(|urls| ("REDIS_CLUSTER_URLS", urls)))
-        .env("DATABASE_URL", &env.database_url);
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    secret(&mut command, env, "REDIS_URL", &env.redis_url);
+    if let Some(urls) = &env.redis_cluster_urls {
+        secret(&mut command, env, "REDIS_CLUSTER_URLS", urls);
+    }
+    secret(&mut command, env, "DATABASE_URL", &env.database_url);
+    let tls = &env.redis_tls;
+    for (name, file) in [
+        ("REDIS_CA_FILE", &tls.redis_ca_file),
+        ("REDIS_CLIENT_CERT_FILE", &tls.redis_client_cert_file),
+        ("REDIS_CLIENT_KEY_FILE", &tls.redis_client_key_file),
+    ] {
+        command.envs(file.iter().map(|path| (name, path)));
+    }
     command
+}
+
+/// Gives the secret `name` its `value`: as the variable, or as a file named in
+/// `name`_FILE when the test keeps `env`'s secrets in files.
+fn secret(command: &mut Command, env: &Env, name: &str, value: &str) {
+    match &env.secret_files {
+        Some(dir) => command.env(format!("{name}_FILE"), dir.write(name, value)),
+        None => command.env(name, value),
+    };
+}
+
+/// A directory of secret files, one per variable, as a mounted Kubernetes
+/// Secret has them; shared by the clones of an [`Env`].
+#[derive(Clone)]
+pub struct SecretDir(Arc<TempDir>);
+
+impl SecretDir {
+    pub fn new() -> Self {
+        Self(Arc::new(TempDir::new("secrets")))
+    }
+
+    /// Writes `value` and a newline (as `echo` and editors leave it) to the
+    /// file `name`, and returns its path.
+    pub fn write(&self, name: &str, value: &str) -> PathBuf {
+        let path = self.0.path().join(name);
+        std::fs::write(&path, format!("{value}\n")).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        path
+    }
+}
+
+impl Default for SecretDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for SecretDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretDir({})", self.0.path().display())
+    }
+}
+
+/// Runs a built binary with `env`'s configuration, `args` and `extra_env` until
+/// it exits by itself, which it must within `within` (it is killed otherwise);
+/// for `--help` and for start-ups that must fail. Returns its output and how
+/// long it ran.
+pub async fn run_to_exit(
+    name: &str,
+    env: &Env,
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+    within: Duration,
+) -> (Output, Duration) {
+    let mut command = tokio::process::Command::from(binary_command(name, env));
+    command
+        .args(args)
+        .envs(extra_env.iter().copied())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let started = Instant::now();
+    let output = tokio::time::timeout(within, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{name} {args:?} did not exit within {within:?}"))
+        .unwrap_or_else(|e| panic!("running {name} {args:?}: {e}"));
+    (output, started.elapsed())
 }
 
 /// A built binary running as a child process, logging to a file, with what the
@@ -234,9 +312,9 @@ impl BinProcess<Api> {
     async fn launch(env: &Env, extra_env: &[(String, String)]) -> Self {
         let port = free_port();
         let mut command = binary_command("coupon-api", env);
+        secret(&mut command, env, "ADMIN_TOKEN", ADMIN_TOKEN);
         command
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "info")
             .envs(extra_env.iter().map(|(k, v)| (k, v)));
         let client = Client::new(format!("http://127.0.0.1:{port}"), Some(ADMIN_TOKEN.into()));

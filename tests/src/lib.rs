@@ -8,7 +8,8 @@
 //! - [`otlp`]: a real OTLP/HTTP receiver that decodes exported spans.
 //! - [`repo_files`]: the repository's own files, for the deployment-file checks.
 //! - [`cluster`]: a private three-master Redis Cluster with one replica.
-//! - [`servers`]: private `redis-server` / `mariadbd` processes for fault tests.
+//! - [`servers`]: private `redis-server` / `mariadbd` processes for fault and TLS tests.
+//! - [`pki`]: a test's own CA and server certificate (and a wrong CA), as PEM files.
 //! - [`binaries`]: the built `coupon-api` / `coupon-consumer` as real processes.
 //! - [`child`]: what every child process needs: a directory, a port, a log.
 //! - [`wait`]: polling for a condition with a deadline (never a bare sleep).
@@ -22,6 +23,7 @@ pub mod child;
 pub mod client;
 pub mod cluster;
 pub mod otlp;
+pub mod pki;
 pub mod repo_files;
 pub mod servers;
 pub mod spawn;

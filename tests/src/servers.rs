@@ -11,8 +11,12 @@
 //!
 //! Temporary directories are removed on drop (kept when `COUPON_KEEP_TEST_DIRS`
 //! is set); when a test panics, every log tail is printed first.
+//!
+//! Either server can also be started with TLS only ([`ServerTls`]): Redis on a
+//! TLS port and no plain one, MariaDB with `require_secure_transport`.
 
 use crate::child::{free_port, has_exited, kill9_child, log_tail, spawn_logged, TempDir};
+use crate::pki::ServerTls;
 use sqlx::Connection;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -33,11 +37,11 @@ pub trait Server {
     const OUT: &'static str;
 
     /// Its URL on `port` (for MariaDB, the server without a database).
-    fn url(port: u16) -> String;
+    fn url(&self, port: u16) -> String;
     /// The command that runs it on `port` with its data in `dir`.
     fn command(&self, port: u16, dir: &Path) -> Command;
     /// One attempt, with its own timeout, at the query that says it is ready.
-    fn probe(url: &str) -> impl Future<Output = Result<(), String>> + Send;
+    fn probe(&self, url: &str) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 /// A server process of one test, on a free port, in its own directory.
@@ -80,7 +84,7 @@ impl<S: Server> PrivateServer<S> {
     }
 
     pub fn url(&self) -> String {
-        S::url(self.port)
+        self.server.url(self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -113,7 +117,7 @@ impl<S: Server> PrivateServer<S> {
             if self.child.as_mut().is_none_or(has_exited) {
                 return Err(format!("the {} process exited", S::NAME));
             }
-            match S::probe(&self.url()).await {
+            match self.server.probe(&self.url()).await {
                 Ok(()) => return Ok(()),
                 Err(err) => last = err,
             }
@@ -149,9 +153,27 @@ impl<S: Server> Drop for PrivateServer<S> {
     }
 }
 
-/// `redis-server`, with more arguments if asked (e.g. cluster mode).
+/// `redis-server`, with more arguments if asked (e.g. cluster mode), on a TLS
+/// port only if given [`ServerTls`].
 pub struct Redis {
     extra_args: Vec<String>,
+    tls: Option<ServerTls>,
+}
+
+impl Redis {
+    /// A client of it, trusting the test's CA when it has TLS.
+    fn client(&self, url: &str) -> redis::RedisResult<redis::Client> {
+        match &self.tls {
+            Some(tls) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(&tls.ca)?),
+                },
+            ),
+            None => redis::Client::open(url),
+        }
+    }
 }
 
 impl Server for Redis {
@@ -159,15 +181,23 @@ impl Server for Redis {
     const LOG: &'static str = "redis.log";
     const OUT: &'static str = "redis.log";
 
-    fn url(port: u16) -> String {
-        format!("redis://127.0.0.1:{port}")
+    fn url(&self, port: u16) -> String {
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{port}")
     }
 
     fn command(&self, port: u16, dir: &Path) -> Command {
         let mut command = Command::new("redis-server");
+        let port = port.to_string();
+        let (plain_port, tls_port) = match self.tls {
+            Some(_) => ("0", port.as_str()),
+            None => (port.as_str(), "0"),
+        };
         command.current_dir(dir).args([
             "--port",
-            &port.to_string(),
+            plain_port,
+            "--tls-port",
+            tls_port,
             "--bind",
             "127.0.0.1",
             "--dir",
@@ -183,14 +213,26 @@ impl Server for Redis {
             "--daemonize",
             "no",
         ]);
+        if let Some(tls) = &self.tls {
+            // Clients are not asked for a certificate; the CA is for the peers
+            // of a cluster (`--tls-cluster`), which do present one.
+            command
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca)
+                .args(["--tls-auth-clients", "no"]);
+        }
         command.args(&self.extra_args);
         command
     }
 
     /// PING answering PONG (not LOADING).
-    async fn probe(url: &str) -> Result<(), String> {
+    async fn probe(&self, url: &str) -> Result<(), String> {
         let attempt = async {
-            let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+            let client = self.client(url).map_err(|e| e.to_string())?;
             let mut conn = client
                 .get_multiplexed_async_connection()
                 .await
@@ -217,14 +259,30 @@ impl PrivateServer<Redis> {
 
     /// As [`PrivateRedis::start`], with more `redis-server` arguments.
     pub async fn start_with(extra_args: &[&str]) -> Self {
+        Self::start_configured(extra_args, None).await
+    }
+
+    /// As [`PrivateRedis::start`], on a TLS port only (a `rediss://` URL).
+    pub async fn start_tls(tls: &ServerTls) -> Self {
+        Self::start_configured(&[], Some(tls)).await
+    }
+
+    /// With more `redis-server` arguments, and TLS only if given `tls`.
+    pub async fn start_configured(extra_args: &[&str], tls: Option<&ServerTls>) -> Self {
         let redis = Redis {
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            tls: tls.cloned(),
         };
         Self::launch(redis, TempDir::new("redis")).await
     }
 
+    /// A client of it (trusting the test's CA when it has TLS).
+    pub fn client(&self) -> redis::Client {
+        self.server.client(&self.url()).expect("the private Redis URL")
+    }
+
     pub async fn flushall(&self) {
-        let client = redis::Client::open(self.url()).expect("the private Redis URL");
+        let client = self.client();
         let mut conn = client
             .get_multiplexed_async_connection()
             .await
@@ -233,15 +291,18 @@ impl PrivateServer<Redis> {
     }
 }
 
-/// `mariadbd` on a data directory that `mariadb-install-db` made.
-pub struct MariaDb;
+/// `mariadbd` on a data directory that `mariadb-install-db` made; with
+/// [`ServerTls`], TLS and nothing else (`require_secure_transport`).
+pub struct MariaDb {
+    tls: Option<ServerTls>,
+}
 
 impl Server for MariaDb {
     const NAME: &'static str = "MariaDB";
     const LOG: &'static str = "mariadb.err";
     const OUT: &'static str = "mariadbd.out";
 
-    fn url(port: u16) -> String {
+    fn url(&self, port: u16) -> String {
         format!("mysql://root@127.0.0.1:{port}")
     }
 
@@ -261,11 +322,20 @@ impl Server for MariaDb {
             "--max-connections=300".into(),
             "--user=root".into(),
         ]);
+        if let Some(tls) = &self.tls {
+            command.args([
+                format!("--ssl-cert={}", tls.cert.display()),
+                format!("--ssl-key={}", tls.key.display()),
+                format!("--ssl-ca={}", tls.ca.display()),
+                "--require-secure-transport=ON".into(),
+            ]);
+        }
         command
     }
 
-    /// `SELECT 1` over TCP as root.
-    async fn probe(url: &str) -> Result<(), String> {
+    /// `SELECT 1` over TCP as root (over TLS when the server has it: sqlx's
+    /// default `ssl-mode` is PREFERRED).
+    async fn probe(&self, url: &str) -> Result<(), String> {
         match tokio::time::timeout(Duration::from_secs(2), select_one(url)).await {
             Ok(result) => result.map_err(|err| err.to_string()),
             Err(_) => Err("SELECT 1 timed out".into()),
@@ -277,11 +347,20 @@ impl PrivateServer<MariaDb> {
     /// Installs a data directory, starts the server and waits until `SELECT 1`
     /// works over TCP as root. Takes a few seconds (mostly the install).
     pub async fn start() -> Self {
+        Self::start_configured(None).await
+    }
+
+    /// As [`PrivateMariaDb::start`], refusing every connection without TLS.
+    pub async fn start_tls(tls: &ServerTls) -> Self {
+        Self::start_configured(Some(tls)).await
+    }
+
+    async fn start_configured(tls: Option<&ServerTls>) -> Self {
         let started = Instant::now();
         let dir = TempDir::new("mariadb");
         install_mariadb(dir.path()).await;
         let installed = started.elapsed();
-        let maria = Self::launch(MariaDb, dir).await;
+        let maria = Self::launch(MariaDb { tls: tls.cloned() }, dir).await;
         eprintln!(
             "private MariaDB on port {}: installed in {installed:?}, up after {:?}",
             maria.port,

@@ -1,8 +1,9 @@
 //! Starting the API and consumers in-process for a test, against real servers.
 
+use crate::binaries::SecretDir;
 use crate::client::Client;
 use crate::servers::PrivateRedis;
-use shared::config::{CommonConfig, DatabaseConfig, RedisConfig, TelemetryConfig};
+use shared::config::{CommonConfig, DatabaseConfig, RedisConfig, RedisTlsConfig, TelemetryConfig};
 use sqlx::MySqlPool;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,6 +21,11 @@ pub struct Env {
     /// Seed nodes when the test runs against a Redis Cluster.
     pub redis_cluster_urls: Option<String>,
     pub database_url: String,
+    /// The CA (and client certificate) for a `rediss://` Redis.
+    pub redis_tls: RedisTlsConfig,
+    /// Where the binaries run as processes find their secrets, when in files
+    /// (`*_FILE`) rather than variables.
+    pub secret_files: Option<SecretDir>,
     /// The test's own Redis, when it has one; stopped with the last clone.
     redis_server: Option<Arc<OwnRedis>>,
 }
@@ -51,6 +57,8 @@ impl Env {
             redis_url: redis_url.into(),
             redis_cluster_urls: None,
             database_url: format!("{mysql_server}/{}", crate::unique_database()),
+            redis_tls: RedisTlsConfig::default(),
+            secret_files: None,
             redis_server: None,
         }
     }
@@ -67,6 +75,7 @@ impl Env {
         RedisConfig {
             redis_url: self.redis_url.clone(),
             redis_cluster_urls: self.redis_cluster_urls.clone(),
+            tls: self.redis_tls.clone(),
             redis_timeout_ms: 1000,
             stream_partitions: shared::Layout::DEFAULT_PARTITIONS,
             coupon_retention_s: 7 * 24 * 3600,
@@ -87,6 +96,7 @@ impl Env {
             redis: self.redis_config(),
             database: self.database_config(),
             telemetry: no_telemetry(),
+            secret_files: Default::default(),
         }
     }
 
@@ -164,6 +174,7 @@ pub fn api_config(env: &Env, admin_token: Option<&str>) -> api::ApiConfig {
     api::ApiConfig {
         listen_addr: "127.0.0.1:0".into(),
         admin_token: admin_token.map(String::from),
+        admin_token_file: None,
         request_timeout_ms: 3000,
         common: env.common_config(),
     }

@@ -96,6 +96,32 @@ fn app_environment(compose: &Value, name: &str, binary: &str, accepted: &BTreeSe
     env
 }
 
+/// The secret `name` of a service: never in its environment, but in the file
+/// its `name`_FILE names, a Compose secret the service mounts at
+/// `/run/secrets/SECRET`, read as the binaries read it (trailing newline dropped).
+fn secret(compose: &Value, service_name: &str, name: &str) -> String {
+    let env = environment(service(compose, service_name));
+    assert!(
+        !env.contains_key(name),
+        "{service_name}: {name} is in the environment; give {name}_FILE"
+    );
+    let path = env
+        .get(&format!("{name}_FILE"))
+        .unwrap_or_else(|| panic!("{service_name}: no {name}_FILE"));
+    let secret = path
+        .strip_prefix("/run/secrets/")
+        .unwrap_or_else(|| panic!("{service_name}: {name}_FILE={path} is no Compose secret"));
+    let mounted = words(&service(compose, service_name)["secrets"]);
+    assert!(
+        mounted.iter().any(|m| m == secret),
+        "{service_name} does not mount the secret {secret}: {mounted:?}"
+    );
+    let file = scalar(&compose["secrets"][secret]["file"]);
+    read(&format!("deploy/compose/{}", file.trim_start_matches("./")))
+        .trim_end_matches(['\n', '\r'])
+        .to_string()
+}
+
 /// `(user, password)` of a `scheme://user:password@host...` URL.
 fn credentials(url: &str) -> (String, Option<String>) {
     let rest = &url[url.find("://").unwrap() + 3..];
@@ -159,7 +185,7 @@ fn the_apis_are_given_only_variables_coupon_api_accepts() {
     for name in ["api1", "api2"] {
         let env = app_environment(&compose, name, "coupon-api", &accepted);
         assert_eq!(env["LISTEN_ADDR"], "0.0.0.0:8080", "{name}");
-        assert!(env.contains_key("ADMIN_TOKEN"), "{name}");
+        assert!(!secret(&compose, name, "ADMIN_TOKEN").is_empty(), "{name}");
     }
 }
 
@@ -184,12 +210,9 @@ fn every_application_reaches_redis_mysql_and_jaeger_by_service_name() {
     let compose = compose();
     for name in APPS {
         let env = environment(service(&compose, name));
-        assert_eq!(env["REDIS_URL"], "redis://redis:6379", "{name}");
-        assert!(
-            env["DATABASE_URL"].contains("@mysql:3306/"),
-            "{name}: {}",
-            env["DATABASE_URL"]
-        );
+        assert_eq!(secret(&compose, name, "REDIS_URL"), "redis://redis:6379", "{name}");
+        let database_url = secret(&compose, name, "DATABASE_URL");
+        assert!(database_url.contains("@mysql:3306/"), "{name}: {database_url}");
         assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://jaeger:4317", "{name}");
         assert_eq!(env["OTEL_EXPORTER_OTLP_PROTOCOL"], "grpc", "{name}");
     }
@@ -205,15 +228,15 @@ fn every_application_reaches_redis_mysql_and_jaeger_by_service_name() {
 fn the_database_url_password_matches_the_mysql_service() {
     let compose = compose();
     let mysql = environment(service(&compose, "mysql"));
-    let expected = match mysql.get("MYSQL_ROOT_PASSWORD") {
-        Some(password) => Some(password.clone()),
-        None => {
-            assert_eq!(mysql.get("MYSQL_ALLOW_EMPTY_PASSWORD").map(String::as_str), Some("yes"));
+    let expected = match mysql.get("MYSQL_ALLOW_EMPTY_PASSWORD") {
+        Some(yes) => {
+            assert_eq!(yes, "yes");
             None
         }
+        None => Some(secret(&compose, "mysql", "MYSQL_ROOT_PASSWORD")),
     };
     for name in APPS {
-        let url = &environment(service(&compose, name))["DATABASE_URL"];
+        let url = &secret(&compose, name, "DATABASE_URL");
         assert_eq!(
             credentials(url),
             ("root".to_string(), expected.clone()),
@@ -221,8 +244,8 @@ fn the_database_url_password_matches_the_mysql_service() {
         );
     }
     // MySQL 8's caching_sha2_password checks a password through TLS or RSA on a
-    // fresh server; without either (the build has no TLS) only an empty one works.
-    if expected.is_some() {
+    // fresh server; a URL that asks for no TLS needs RSA for any password.
+    if expected.is_some() && !url_asks_for_tls(&secret(&compose, "api1", "DATABASE_URL")) {
         let sqlx = read("Cargo.toml")
             .lines()
             .find(|l| l.starts_with("sqlx ="))
@@ -231,6 +254,43 @@ fn the_database_url_password_matches_the_mysql_service() {
         assert!(
             sqlx.contains("mysql-rsa"),
             "a MySQL password needs sqlx's mysql-rsa feature: {sqlx}"
+        );
+    }
+}
+
+/// Whether a `DATABASE_URL` asks for TLS (`ssl-mode` other than DISABLED).
+fn url_asks_for_tls(url: &str) -> bool {
+    url.split_once('?').is_some_and(|(_, query)| {
+        query.split('&').any(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            key.eq_ignore_ascii_case("ssl-mode") && !value.eq_ignore_ascii_case("disabled")
+        })
+    })
+}
+
+#[test]
+fn every_secret_is_a_file_and_no_secret_sits_in_an_environment() {
+    let compose = compose();
+    for name in APPS {
+        let env = environment(service(&compose, name));
+        for variable in ["REDIS_URL", "REDIS_CLUSTER_URLS", "DATABASE_URL", "ADMIN_TOKEN"] {
+            assert!(!env.contains_key(variable), "{name}: {variable} is in the environment");
+        }
+    }
+    // Every declared secret is a file that exists, and is mounted somewhere.
+    let declared = compose["secrets"].as_mapping().expect("top-level `secrets:`");
+    for (key, value) in declared {
+        let secret_name = scalar(key);
+        let file = scalar(&value["file"]);
+        assert!(
+            root().join("deploy/compose").join(&file).is_file(),
+            "secret {secret_name}: {file} is missing"
+        );
+        assert!(
+            SERVICES
+                .iter()
+                .any(|s| words(&service(&compose, s)["secrets"]).contains(&secret_name)),
+            "secret {secret_name} is mounted by no service"
         );
     }
 }

@@ -344,6 +344,41 @@ fn a_disruption_budget_covers_each_deployment_and_nothing_else() {
     }
 }
 
+/// The Secrets a pod's volume `volume` projects or is, by name.
+fn volume_secrets(deployment: &Value, volume: &str) -> Vec<String> {
+    let volumes = seq(&deployment["spec"]["template"]["spec"]["volumes"]);
+    let volume = volumes
+        .iter()
+        .find(|v| v["name"] == volume)
+        .unwrap_or_else(|| panic!("{}: no volume {volume}", name(deployment)));
+    let mut secrets: Vec<String> = seq(&volume["projected"]["sources"])
+        .iter()
+        .filter(|source| source.get("secret").is_some())
+        .map(|source| scalar(&source["secret"]["name"]))
+        .collect();
+    if let Some(secret) = volume.get("secret") {
+        secrets.push(scalar(&secret["secretName"]));
+    }
+    secrets
+}
+
+/// The Secret `X_FILE`'s path reaches through a volume mount: the path is
+/// `MOUNT/X` and one of the Secrets of that mount's volume has the key `X`.
+fn secret_behind_file(objects: &[(String, Value)], deployment: &Value, variable: &str, path: &str) -> String {
+    let key = variable.strip_suffix("_FILE").unwrap();
+    let (dir, file) = path.rsplit_once('/').unwrap();
+    assert_eq!(file, key, "{variable}={path}: the file is named after the key");
+    let mount = seq(&container(deployment)["volumeMounts"])
+        .iter()
+        .find(|m| scalar(&m["mountPath"]) == dir)
+        .unwrap_or_else(|| panic!("{variable}={path}: nothing is mounted at {dir}"));
+    assert_eq!(mount["readOnly"], true, "{dir}");
+    volume_secrets(deployment, &scalar(&mount["name"]))
+        .into_iter()
+        .find(|secret| keys(find(objects, "Secret", secret)).contains(key))
+        .unwrap_or_else(|| panic!("{variable}={path}: no Secret of the volume has the key {key}"))
+}
+
 #[test]
 fn every_variable_given_to_a_binary_is_one_it_reads() {
     let objects = objects();
@@ -351,30 +386,50 @@ fn every_variable_given_to_a_binary_is_one_it_reads() {
     for deployment in of_kind(&objects, "Deployment") {
         let container = container(deployment);
         let (binary, accepted) = accepted_by(container);
-        assert!(accepted.contains("REDIS_CLUSTER_URLS"), "{accepted:?}");
-        let mut given: BTreeSet<String> = env(container).into_keys().collect();
+        assert!(accepted.contains("REDIS_CLUSTER_URLS_FILE"), "{accepted:?}");
+        let literal = env(container);
+        let mut given: BTreeSet<String> = literal.keys().cloned().collect();
         for source in seq(&container["envFrom"]) {
-            let (kind, reference) = if source.get("configMapRef").is_some() {
-                ("ConfigMap", &source["configMapRef"])
-            } else {
-                ("Secret", &source["secretRef"])
-            };
+            assert!(
+                source.get("secretRef").is_none(),
+                "{binary}: a Secret as variables; mount it and give *_FILE"
+            );
+            let reference = &source["configMapRef"];
             assert!(source.get("prefix").is_none(), "{binary}: envFrom with a prefix");
             let object_name = scalar(&reference["name"]);
-            given.extend(keys(find(&objects, kind, &object_name)));
-            referenced.insert((kind.to_string(), object_name));
+            given.extend(keys(find(&objects, "ConfigMap", &object_name)));
+            referenced.insert(("ConfigMap".to_string(), object_name));
+        }
+        for (variable, value) in &literal {
+            if variable.ends_with("_FILE") && variable.as_str() != "REDIS_CA_FILE" {
+                let path = value.as_deref().unwrap_or_else(|| panic!("{variable}: a literal path"));
+                let secret = secret_behind_file(&objects, deployment, variable, path);
+                referenced.insert(("Secret".to_string(), secret));
+            }
         }
         let unknown: Vec<_> = given.difference(&accepted).collect();
         assert!(
             unknown.is_empty(),
             "{binary} is given {unknown:?}, which it does not read"
         );
-        for needed in ["DATABASE_URL", "REDIS_CLUSTER_URLS", "OTEL_SERVICE_NAME", "RUST_LOG"] {
+        for needed in [
+            "DATABASE_URL_FILE",
+            "REDIS_CLUSTER_URLS_FILE",
+            "OTEL_SERVICE_NAME",
+            "RUST_LOG",
+        ] {
             assert!(given.contains(needed), "{binary} is not given {needed}");
+        }
+        for secret in ["DATABASE_URL", "REDIS_CLUSTER_URLS", "REDIS_URL", "ADMIN_TOKEN"] {
+            assert!(!given.contains(secret), "{binary} is given {secret} as a variable");
         }
         assert_eq!(env(container)["OTEL_SERVICE_NAME"].as_deref(), Some(binary.as_str()));
     }
-    // Every ConfigMap and Secret is used, and holds only variables some binary reads.
+    assert!(
+        referenced.contains(&("Secret".to_string(), "coupon-rush-api".to_string())),
+        "ADMIN_TOKEN_FILE reaches the API's Secret"
+    );
+    // Every ConfigMap and Secret is used.
     for kind in ["ConfigMap", "Secret"] {
         for object in of_kind(&objects, kind) {
             assert!(
@@ -432,9 +487,10 @@ fn config_values_are_strings_and_secrets_stay_out_of_configmaps() {
             }
         }
     }
-    let seeds = string_map(&find(&objects, "ConfigMap", "coupon-rush-common")["data"])["REDIS_CLUSTER_URLS"].clone();
+    // A managed cluster is reached over TLS, its password in the Secret.
+    let seeds = string_map(&find(&objects, "Secret", "coupon-rush-redis")["stringData"])["REDIS_CLUSTER_URLS"].clone();
     assert!(seeds.split(',').count() >= 2, "{seeds}");
-    assert!(seeds.split(',').all(|s| s.trim().starts_with("redis://")), "{seeds}");
+    assert!(seeds.split(',').all(|s| s.trim().starts_with("rediss://")), "{seeds}");
     // The placeholders are in Secrets written as stringData, marked to be replaced.
     for secret in of_kind(&objects, "Secret") {
         let values = string_map(&secret["stringData"]);
@@ -449,6 +505,10 @@ fn config_values_are_strings_and_secrets_stay_out_of_configmaps() {
     }
     let database = string_map(&find(&objects, "Secret", "coupon-rush-database")["stringData"]);
     assert!(database["DATABASE_URL"].starts_with("mysql://"));
+    assert!(
+        database["DATABASE_URL"].contains("ssl-mode=VERIFY_IDENTITY"),
+        "a managed MySQL is reached over TLS with its certificate checked"
+    );
 }
 
 #[test]
