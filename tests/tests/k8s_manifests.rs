@@ -121,7 +121,8 @@ fn listen_port(addr: &str) -> i64 {
     addr.rsplit_once(':').unwrap().1.parse().unwrap()
 }
 
-/// What the binary a container runs accepts.
+/// What the binary a container runs accepts (the binary alone, or one of its
+/// operator commands, as the migration Job runs).
 fn accepted_by(container: &Value) -> (String, BTreeSet<String>) {
     let command: Vec<String> = seq(&container["command"]).iter().map(scalar).collect();
     let binary = command.first().cloned().unwrap_or_default();
@@ -130,7 +131,10 @@ fn accepted_by(container: &Value) -> (String, BTreeSet<String>) {
         CONSUMER => consumer_variables(),
         other => panic!("the container runs `{other}`, neither {API} nor {CONSUMER}"),
     };
-    assert_eq!(command.len(), 1, "{command:?}");
+    assert!(
+        command.len() == 1 || command[1..] == ["migrate"],
+        "{command:?}: the binary, or its migrate command"
+    );
     (binary, accepted)
 }
 
@@ -425,6 +429,23 @@ fn every_variable_given_to_a_binary_is_one_it_reads() {
         }
         assert_eq!(env(container)["OTEL_SERVICE_NAME"].as_deref(), Some(binary.as_str()));
     }
+    for job in of_kind(&objects, "Job") {
+        let (binary, accepted) = accepted_by(container(job));
+        for (variable, value) in env(container(job)) {
+            assert!(
+                accepted.contains(&variable),
+                "{binary} (Job {}) is given {variable}",
+                name(job)
+            );
+            if variable.ends_with("_FILE") {
+                let path = value.unwrap_or_else(|| panic!("{variable}: a literal path"));
+                referenced.insert((
+                    "Secret".to_string(),
+                    secret_behind_file(&objects, job, &variable, &path),
+                ));
+            }
+        }
+    }
     assert!(
         referenced.contains(&("Secret".to_string(), "coupon-rush-api".to_string())),
         "ADMIN_TOKEN_FILE reaches the API's Secret"
@@ -434,7 +455,7 @@ fn every_variable_given_to_a_binary_is_one_it_reads() {
         for object in of_kind(&objects, kind) {
             assert!(
                 referenced.contains(&(kind.to_string(), name(object))),
-                "{kind} {} is used by no Deployment",
+                "{kind} {} is used by no Deployment or Job",
                 name(object)
             );
         }
@@ -602,4 +623,28 @@ fn the_readme_says_how_to_apply_and_what_the_managed_services_need() {
     ] {
         assert!(readme.contains(needed), "deploy/k8s/README.md lacks `{needed}`");
     }
+}
+
+#[test]
+fn migrations_run_as_a_job_with_its_own_ddl_user_and_the_services_without() {
+    let objects = objects();
+    let job = find(&objects, "Job", "coupon-rush-migrate");
+    let command: Vec<String> = seq(&container(job)["command"]).iter().map(scalar).collect();
+    assert_eq!(command, ["coupon-api", "migrate"]);
+    assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "OnFailure");
+    let job_env = env(container(job));
+    let path = job_env["DATABASE_URL_FILE"].clone().expect("a path");
+    let job_secret = secret_behind_file(&objects, job, "DATABASE_URL_FILE", &path);
+    for deployment in of_kind(&objects, "Deployment") {
+        let path = env(container(deployment))["DATABASE_URL_FILE"].clone().expect("a path");
+        let secret = secret_behind_file(&objects, deployment, "DATABASE_URL_FILE", &path);
+        assert_ne!(
+            secret,
+            job_secret,
+            "{}: the services' user is not the migration user",
+            name(deployment)
+        );
+    }
+    let common = find(&objects, "ConfigMap", "coupon-rush-common");
+    assert_eq!(common["data"]["RUN_MIGRATIONS"], "false");
 }
