@@ -331,3 +331,46 @@ async fn an_instance_whose_clock_runs_a_minute_fast_cannot_open_a_sale_early() {
     drop(fast);
     app.finish(&env).await;
 }
+
+#[tokio::test]
+async fn a_patch_whose_redis_write_fails_after_mysql_was_written_changes_neither() {
+    let pair = Pair::start().await;
+    let client = &pair.a.client;
+    let coupon = client.create_open_coupon(5).await;
+    assert_eq!(client.issue(coupon, 1).await.0, 202);
+    // Redis answers reads (the PATCH's TIME) but refuses every write: the
+    // change reaches MySQL (uncommitted) and fails at Redis.
+    let mut redis = pair.env.redis().await;
+    let set = |n: i64| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("min-replicas-to-write")
+            .arg(n)
+            .to_owned()
+    };
+    let () = set(1).query_async(&mut redis).await.unwrap();
+    let (status, body) = client
+        .patch_coupon(coupon, json!({"paused": true, "total_quantity": 9}))
+        .await;
+    let () = set(0).query_async(&mut redis).await.unwrap();
+    assert_eq!((status, error(&body)), (503, "unavailable"), "{body}");
+    let (_, total, paused, _) = pair.row(coupon).await;
+    assert_eq!((total, paused), (5, false), "MySQL rolled back");
+    let keys = shared::Layout::default().coupon(shared::CouponId::new(coupon).unwrap());
+    let meta: (String, String) = redis::cmd("HMGET")
+        .arg(&keys.meta)
+        .arg("total_quantity")
+        .arg("paused")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(meta, ("5".to_string(), "0".to_string()), "Redis untouched");
+    assert_eq!(client.issue(coupon, 2).await.0, 202, "still selling");
+    // Repeated once Redis writes again, it is in force.
+    let (status, _) = client
+        .patch_coupon(coupon, json!({"paused": true, "total_quantity": 9}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(error(&client.issue(coupon, 3).await.1), "issue_paused");
+    pair.finish().await;
+}
