@@ -27,6 +27,15 @@ pub const MYSQL_WRITE_DURATION: &str = "coupon_consumer_mysql_write_duration_sec
 pub const STREAM_LENGTH: &str = "coupon_stream_length";
 /// Entries delivered but not acked in a partition stream, labelled `partition`.
 pub const STREAM_PENDING: &str = "coupon_stream_pending";
+/// Seconds since the oldest entry delivered but not acked (committed) in a
+/// partition stream was accepted, labelled `partition`; 0 when none is pending.
+pub const OLDEST_PENDING_AGE: &str = "coupon_stream_oldest_pending_age_seconds";
+/// Seconds since the oldest entry no consumer has read yet in a partition
+/// stream was accepted, labelled `partition`; 0 when every entry was read.
+pub const OLDEST_UNDELIVERED_AGE: &str = "coupon_stream_oldest_undelivered_age_seconds";
+/// Seconds from a request's acceptance (the event's `accepted_at_ms`) to the
+/// commit of its row, one sample per row inserted.
+pub const ACCEPTED_TO_WRITTEN: &str = "coupon_consumer_accepted_to_written_seconds";
 /// Entries moved to a dead-letter stream, labelled `reason`.
 pub const DEAD_LETTERS: &str = "coupon_dead_letters_total";
 /// Entries reclaimed from other consumers with XAUTOCLAIM.
@@ -38,6 +47,10 @@ pub const LABEL_SERVICE: &str = "service";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+/// Up to minutes: what an alert on seconds of lag needs to see.
+const LAG_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
 
@@ -70,13 +83,15 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// Our histogram buckets on `builder`.
+/// Our histogram buckets on `builder` (a `Full` matcher is tried before a
+/// `Suffix` one, whatever the order they are set in).
 fn with_buckets(builder: PrometheusBuilder) -> PrometheusBuilder {
     #[allow(clippy::expect_used)]
     builder
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(ACCEPTED_TO_WRITTEN.into()), LAG_BUCKETS))
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), SIZE_BUCKETS))
-        .expect("only an empty bucket list is refused, and both lists are non-empty constants")
+        .expect("only an empty bucket list is refused, and every list is a non-empty constant")
 }
 
 #[cfg(test)]
