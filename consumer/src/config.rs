@@ -144,3 +144,29 @@ impl ConsumerConfig {
         ])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> super::ConsumerConfig {
+        Cli::try_parse_from(std::iter::once("coupon-consumer").chain(args.iter().copied()))
+            .unwrap()
+            .consumer
+    }
+
+    #[test]
+    fn a_liveness_threshold_an_idle_turn_could_reach_is_refused() {
+        let timeouts = ["--block-ms", "1000", "--redis-timeout-ms", "1000"];
+        assert!(parse(&timeouts).check().is_ok(), "the defaults");
+        let short = parse(&[&timeouts[..], &["--live-stall-ms", "2000"]].concat());
+        assert_eq!(
+            short.check().unwrap_err().to_string(),
+            "LIVE_STALL_MS (2000) must exceed BLOCK_MS + REDIS_TIMEOUT_MS (2000): an idle loop turn can take that long"
+        );
+        assert!(parse(&[&timeouts[..], &["--live-stall-ms", "2001"]].concat())
+            .check()
+            .is_ok());
+    }
+}

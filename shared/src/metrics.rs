@@ -100,4 +100,20 @@ mod tests {
     fn the_bucket_lists_are_accepted() {
         super::with_buckets(metrics_exporter_prometheus::PrometheusBuilder::new());
     }
+
+    #[test]
+    fn the_accepted_to_written_histogram_reaches_minutes_while_latencies_stop_at_seconds() {
+        let recorder = super::with_buckets(metrics_exporter_prometheus::PrometheusBuilder::new()).build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::histogram!(super::ACCEPTED_TO_WRITTEN).record(42.0);
+            metrics::histogram!(super::MYSQL_WRITE_DURATION).record(0.01);
+        });
+        let text = handle.render();
+        let bucket = |name: &str, le: &str| text.contains(&format!("{name}_bucket{{le=\"{le}\"}}"));
+        assert!(bucket(super::ACCEPTED_TO_WRITTEN, "600"), "{text}");
+        assert!(bucket(super::ACCEPTED_TO_WRITTEN, "5"), "{text}");
+        assert!(!bucket(super::MYSQL_WRITE_DURATION, "600"), "{text}");
+        assert!(bucket(super::MYSQL_WRITE_DURATION, "2.5"), "{text}");
+    }
 }
