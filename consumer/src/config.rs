@@ -2,6 +2,7 @@
 //! flag (secrets also from files, `*_FILE`), plus the operator subcommands for
 //! dead letters.
 
+use crate::health::Thresholds;
 use clap::{Args, Parser, Subcommand};
 use shared::config::CommonConfig;
 use shared::secrets::{self, SecretError};
@@ -54,7 +55,7 @@ pub struct ConsumerConfig {
     /// This instance's name inside the group (default: hostname and pid).
     #[arg(long, env = "CONSUMER_NAME")]
     pub consumer_name: Option<String>,
-    /// Where the consumer serves `/metrics` and `/healthz`.
+    /// Where the consumer serves `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
     /// Entries read per XREADGROUP from each partition stream (1 to 1000); a
@@ -75,8 +76,25 @@ pub struct ConsumerConfig {
     /// leftovers, drained then deleted) are looked for, until a look finds none (ms).
     #[arg(long, env = "LEGACY_SCAN_MS", default_value_t = 60_000)]
     pub legacy_scan_ms: u64,
+    /// `/readyz` answers 503 once this member has had work (entries it holds,
+    /// or entries no member has read) this long without committing, burying or
+    /// acking any (ms).
+    #[arg(long, env = "READY_STALL_MS", default_value_t = 30_000)]
+    pub ready_stall_ms: u64,
+    /// `/healthz` answers 503 once the worker loop has not turned this long
+    /// (ms); above `BLOCK_MS` + `REDIS_TIMEOUT_MS`, which an idle turn can take.
+    #[arg(long, env = "LIVE_STALL_MS", default_value_t = 60_000)]
+    pub live_stall_ms: u64,
     #[command(flatten)]
     pub common: CommonConfig,
+}
+
+/// A liveness threshold an idle loop could reach without anything wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("LIVE_STALL_MS ({live_ms}) must exceed BLOCK_MS + REDIS_TIMEOUT_MS ({turn_ms}): an idle loop turn can take that long")]
+pub struct LiveStallTooShort {
+    pub live_ms: u64,
+    pub turn_ms: u64,
 }
 
 impl ConsumerConfig {
@@ -101,6 +119,28 @@ impl ConsumerConfig {
         Duration::from_millis(self.legacy_scan_ms)
     }
 
+    /// The health thresholds, as configured.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            stalled: Duration::from_millis(self.ready_stall_ms),
+            stuck: Duration::from_millis(self.live_stall_ms),
+        }
+    }
+
+    /// Refuses a liveness threshold that a healthy idle loop could reach: one
+    /// blocked read lasts up to `BLOCK_MS`, plus `REDIS_TIMEOUT_MS` if Redis
+    /// does not answer it.
+    pub fn check(&self) -> Result<(), LiveStallTooShort> {
+        let turn_ms = self.block_ms.saturating_add(self.common.redis.redis_timeout_ms);
+        match self.live_stall_ms > turn_ms {
+            true => Ok(()),
+            false => Err(LiveStallTooShort {
+                live_ms: self.live_stall_ms,
+                turn_ms,
+            }),
+        }
+    }
+
     /// The effective configuration for the start-up log line, secrets masked.
     pub fn summary(&self) -> String {
         self.common.summary(&[
@@ -112,6 +152,34 @@ impl ConsumerConfig {
             ("claim_idle_ms", &self.claim_idle_ms),
             ("max_deliveries", &self.max_deliveries),
             ("legacy_scan_ms", &self.legacy_scan_ms),
+            ("ready_stall_ms", &self.ready_stall_ms),
+            ("live_stall_ms", &self.live_stall_ms),
         ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> super::ConsumerConfig {
+        Cli::try_parse_from(std::iter::once("coupon-consumer").chain(args.iter().copied()))
+            .unwrap()
+            .consumer
+    }
+
+    #[test]
+    fn a_liveness_threshold_an_idle_turn_could_reach_is_refused() {
+        let timeouts = ["--block-ms", "1000", "--redis-timeout-ms", "1000"];
+        assert!(parse(&timeouts).check().is_ok(), "the defaults");
+        let short = parse(&[&timeouts[..], &["--live-stall-ms", "2000"]].concat());
+        assert_eq!(
+            short.check().unwrap_err().to_string(),
+            "LIVE_STALL_MS (2000) must exceed BLOCK_MS + REDIS_TIMEOUT_MS (2000): an idle loop turn can take that long"
+        );
+        assert!(parse(&[&timeouts[..], &["--live-stall-ms", "2001"]].concat())
+            .check()
+            .is_ok());
     }
 }

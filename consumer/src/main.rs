@@ -2,9 +2,10 @@
 //! subcommand on dead letters.
 
 use anyhow::Context;
-use consumer::{dead_letter, Cli, Command};
+use consumer::{dead_letter, Cli, Command, Health};
 use shared::telemetry::Telemetry;
 use shared::CouponId;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -21,18 +22,28 @@ async fn main() -> anyhow::Result<()> {
         return operate(&config, command).await;
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config.summary(), "coupon-consumer starting");
+    config.check()?;
     let metrics = shared::metrics::install();
     let listener = TcpListener::bind(&config.metrics_addr)
         .await
         .with_context(|| format!("binding METRICS_ADDR {}", config.metrics_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "metrics listening");
-    let worker = consumer::build(&config).await.context("starting coupon-consumer")?;
-
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let server = tokio::spawn(consumer::ops_server::serve(listener, metrics, stopped(stop_rx.clone())));
+    // Served from the start: live, and not ready until the loop turns, while
+    // MySQL and Redis are waited for.
+    let health = Arc::new(Health::new(config.thresholds()));
+    let server = tokio::spawn(consumer::ops_server::serve(
+        listener,
+        metrics,
+        health.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    let worker = consumer::build_reporting(&config, health)
+        .await
+        .context("starting coupon-consumer")?;
     tokio::spawn(async move {
         shared::shutdown::shutdown_signal().await;
         let _ = stop_tx.send(true);

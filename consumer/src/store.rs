@@ -39,8 +39,9 @@ pub enum WriteError {
 /// What one transaction did with a batch's events.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Written {
-    /// Rows inserted (and added to their coupons' `issued_quantity`).
-    pub inserted: u64,
+    /// Indexes (into the events given) of the rows inserted (and added to
+    /// their coupons' `issued_quantity`).
+    pub inserted: Vec<usize>,
     /// Events whose row was already there: redeliveries, no-ops.
     pub duplicates: u64,
     /// Indexes (into the events given) refused for good, with why.
@@ -157,7 +158,7 @@ async fn write_once<E: Borrow<IssueEvent>>(
             tx.rollback().await?;
             return Ok(None);
         }
-        written.inserted = inserted;
+        written.inserted = insert;
         raise_issued(&mut tx, &planned).await?;
     }
     tx.commit().await?;

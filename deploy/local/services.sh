@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure Redis (127.0.0.1:6379) and MariaDB/MySQL (127.0.0.1:3306, root
 # without password) answer: installs them with apt-get if missing and starts
-# what is not running. A server that already runs is used as it is.
+# what is not running. A server that already runs is used as it is. Also
+# installs promtool (Debian package prometheus), which the tests run on the
+# alert rules, without leaving a Prometheus server running.
 set -euo pipefail
 
 log() { printf '\033[1m[services]\033[0m %s\n' "$*" >&2; }
@@ -17,6 +19,33 @@ install_missing() {
     log "installing ${pkgs[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+  fi
+}
+
+# The package's Prometheus server is not wanted, only its promtool: service
+# starts are refused while it installs (policy-rc.d, unless the machine has
+# one already), and one started all the same is stopped and disabled.
+install_promtool() {
+  command -v promtool >/dev/null && return
+  log "installing prometheus (for promtool; its server is not started)"
+  local policy=/usr/sbin/policy-rc.d placed=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod +x "$policy"
+    placed=1
+  fi
+  local status=0
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || status=$?
+  [ "$status" = 0 ] && { as_root env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends prometheus >/dev/null || status=$?; }
+  [ -n "$placed" ] && as_root rm -f "$policy"
+  if [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+  elif [ -x /etc/init.d/prometheus ]; then
+    as_root /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+  fi
+  if [ "$status" != 0 ] || ! command -v promtool >/dev/null; then
+    log "promtool is missing and installing prometheus failed"; exit 1
   fi
 }
 
@@ -51,6 +80,7 @@ start_mariadb() {
 }
 
 install_missing
+install_promtool
 start_redis
 start_mariadb
-log "Redis and MariaDB are up"
+log "Redis and MariaDB are up, promtool installed"

@@ -30,6 +30,15 @@ pub const MYSQL_WRITE_DURATION: &str = "coupon_consumer_mysql_write_duration_sec
 pub const STREAM_LENGTH: &str = "coupon_stream_length";
 /// Entries delivered but not acked in a partition stream, labelled `partition`.
 pub const STREAM_PENDING: &str = "coupon_stream_pending";
+/// Seconds since the oldest entry delivered but not acked (committed) in a
+/// partition stream was accepted, labelled `partition`; 0 when none is pending.
+pub const OLDEST_PENDING_AGE: &str = "coupon_stream_oldest_pending_age_seconds";
+/// Seconds since the oldest entry no consumer has read yet in a partition
+/// stream was accepted, labelled `partition`; 0 when every entry was read.
+pub const OLDEST_UNDELIVERED_AGE: &str = "coupon_stream_oldest_undelivered_age_seconds";
+/// Seconds from a request's acceptance (the event's `accepted_at_ms`) to the
+/// commit of its row, one sample per row inserted.
+pub const ACCEPTED_TO_WRITTEN: &str = "coupon_consumer_accepted_to_written_seconds";
 /// Entries moved to a dead-letter stream, labelled `reason`.
 pub const DEAD_LETTERS: &str = "coupon_dead_letters_total";
 /// Entries reclaimed from other consumers with XAUTOCLAIM.
@@ -41,6 +50,10 @@ pub const LABEL_SERVICE: &str = "service";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+/// Up to minutes: what an alert on seconds of lag needs to see.
+const LAG_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
 
@@ -73,13 +86,15 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// Our histogram buckets on `builder`.
+/// Our histogram buckets on `builder` (a `Full` matcher is tried before a
+/// `Suffix` one, whatever the order they are set in).
 fn with_buckets(builder: PrometheusBuilder) -> PrometheusBuilder {
     #[allow(clippy::expect_used)]
     builder
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(ACCEPTED_TO_WRITTEN.into()), LAG_BUCKETS))
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), SIZE_BUCKETS))
-        .expect("only an empty bucket list is refused, and both lists are non-empty constants")
+        .expect("only an empty bucket list is refused, and every list is a non-empty constant")
 }
 
 #[cfg(test)]
@@ -87,5 +102,21 @@ mod tests {
     #[test]
     fn the_bucket_lists_are_accepted() {
         super::with_buckets(metrics_exporter_prometheus::PrometheusBuilder::new());
+    }
+
+    #[test]
+    fn the_accepted_to_written_histogram_reaches_minutes_while_latencies_stop_at_seconds() {
+        let recorder = super::with_buckets(metrics_exporter_prometheus::PrometheusBuilder::new()).build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::histogram!(super::ACCEPTED_TO_WRITTEN).record(42.0);
+            metrics::histogram!(super::MYSQL_WRITE_DURATION).record(0.01);
+        });
+        let text = handle.render();
+        let bucket = |name: &str, le: &str| text.contains(&format!("{name}_bucket{{le=\"{le}\"}}"));
+        assert!(bucket(super::ACCEPTED_TO_WRITTEN, "600"), "{text}");
+        assert!(bucket(super::ACCEPTED_TO_WRITTEN, "5"), "{text}");
+        assert!(!bucket(super::MYSQL_WRITE_DURATION, "600"), "{text}");
+        assert!(bucket(super::MYSQL_WRITE_DURATION, "2.5"), "{text}");
     }
 }

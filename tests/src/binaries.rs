@@ -235,24 +235,72 @@ impl Default for ConsumerOptions {
 pub struct Consumer {
     /// Its name in the consumer group.
     pub name: String,
+    /// The base URL of its `/metrics`, `/healthz` and `/readyz`, when started
+    /// with [`ConsumerProcess::spawn_serving`].
+    pub ops: Option<String>,
 }
 
 /// A `coupon-consumer` process (see [`BinProcess`] for its controls).
 pub type ConsumerProcess = BinProcess<Consumer>;
 
 impl BinProcess<Consumer> {
+    /// Starts it with its ops server on a port of its own choosing (unknown).
     pub fn spawn(env: &Env, name: &str, options: &ConsumerOptions) -> Self {
+        Self::spawn_on(env, name, options, "127.0.0.1:0")
+    }
+
+    /// Starts it with its ops server on a free port ([`Consumer::ops`]) and
+    /// waits until `/healthz` answers; a port taken in the meantime is retried
+    /// with another.
+    pub async fn spawn_serving(env: &Env, name: &str, options: &ConsumerOptions) -> Self {
+        let http = reqwest::Client::new();
+        for _ in 0..5 {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let mut consumer = Self::spawn_on(env, name, options, &addr);
+            let base = format!("http://{addr}");
+            consumer.role.ops = Some(base.clone());
+            let deadline = Instant::now() + START_DEADLINE;
+            loop {
+                if !consumer.is_running() {
+                    break;
+                }
+                let health = http.get(format!("{base}/healthz")).send().await;
+                if health.is_ok_and(|r| r.status().is_success()) {
+                    return consumer;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "coupon-consumer did not answer /healthz within {START_DEADLINE:?}:\n{}",
+                    consumer.log_tail(30)
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let log = consumer.log();
+            assert!(
+                log.contains("binding METRICS_ADDR"),
+                "coupon-consumer exited:\n{}",
+                consumer.log_tail(30)
+            );
+            eprintln!("consumer {name}: port of {addr} was taken, retrying");
+        }
+        panic!("consumer {name}: no free port for METRICS_ADDR after 5 attempts");
+    }
+
+    fn spawn_on(env: &Env, name: &str, options: &ConsumerOptions, metrics_addr: &str) -> Self {
         let mut command = binary_command("coupon-consumer", env);
         command
             .env("CONSUMER_NAME", name)
-            .env("METRICS_ADDR", "127.0.0.1:0")
+            .env("METRICS_ADDR", metrics_addr)
             .env("BATCH_SIZE", options.batch_size.to_string())
             .env("BLOCK_MS", options.block_ms.to_string())
             .env("CLAIM_IDLE_MS", options.claim_idle_ms.to_string())
             .env("MAX_DELIVERIES", options.max_deliveries.to_string())
             .env("RUST_LOG", &options.rust_log)
             .envs(options.extra_env.iter().map(|(k, v)| (k, v)));
-        let role = Consumer { name: name.to_string() };
+        let role = Consumer {
+            name: name.to_string(),
+            ops: None,
+        };
         Self::start(&format!("consumer-{name}"), command, role)
     }
 }

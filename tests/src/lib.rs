@@ -7,6 +7,7 @@
 //! - [`client`]: a small HTTP client for the contract's endpoints.
 //! - [`otlp`]: a real OTLP/HTTP receiver that decodes exported spans.
 //! - [`repo_files`]: the repository's own files, for the deployment-file checks.
+//! - [`scrape`]: reading a `/metrics` answer.
 //! - [`cluster`]: a private three-master Redis Cluster with one replica.
 //! - [`servers`]: private `redis-server` / `mariadbd` processes for fault and TLS tests.
 //! - [`pki`]: a test's own CA and server certificate (and a wrong CA), as PEM files.
@@ -25,6 +26,7 @@ pub mod cluster;
 pub mod otlp;
 pub mod pki;
 pub mod repo_files;
+pub mod scrape;
 pub mod servers;
 pub mod spawn;
 pub mod wait;

@@ -4,7 +4,7 @@ use crate::binaries::SecretDir;
 use crate::client::Client;
 use crate::servers::PrivateRedis;
 use shared::config::{CommonConfig, DatabaseConfig, RedisConfig, RedisTlsConfig, TelemetryConfig};
-use sqlx::MySqlPool;
+use sqlx::{MySql, MySqlPool, Transaction};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,6 +139,19 @@ impl Env {
     }
 }
 
+/// Holds `SELECT ... FOR UPDATE` on the coupon's row, as a slow MySQL
+/// transaction would: a consumer writing the coupon waits on it until the
+/// returned transaction ends.
+pub async fn lock_coupon_row(db: &MySqlPool, coupon: i64) -> Transaction<'static, MySql> {
+    let mut lock = db.begin().await.unwrap();
+    let _: (i64,) = sqlx::query_as("SELECT total_quantity FROM coupons WHERE id = ? FOR UPDATE")
+        .bind(coupon)
+        .fetch_one(&mut *lock)
+        .await
+        .unwrap();
+    lock
+}
+
 fn no_telemetry() -> TelemetryConfig {
     TelemetryConfig {
         otel_exporter_otlp_endpoint: None,
@@ -246,6 +259,8 @@ pub fn consumer_config(env: &Env, name: &str) -> consumer::ConsumerConfig {
         claim_idle_ms: 1500,
         max_deliveries: 5,
         legacy_scan_ms: 200,
+        ready_stall_ms: 30_000,
+        live_stall_ms: 60_000,
         common: env.common_config(),
     }
 }

@@ -82,16 +82,9 @@ impl Stage {
         }
     }
 
-    /// Holds `SELECT ... FOR UPDATE` on the coupon's row, as a slow MySQL
-    /// transaction would, until the returned transaction ends.
+    /// See [`spawn::lock_coupon_row`].
     async fn lock_row(&self, coupon: i64) -> Transaction<'static, MySql> {
-        let mut lock = self.db.begin().await.unwrap();
-        let _: (i64,) = sqlx::query_as("SELECT total_quantity FROM coupons WHERE id = ? FOR UPDATE")
-            .bind(coupon)
-            .fetch_one(&mut *lock)
-            .await
-            .unwrap();
-        lock
+        spawn::lock_coupon_row(&self.db, coupon).await
     }
 
     /// The user's status body (`{"status": "not_found"}` for a 404).

@@ -262,9 +262,11 @@ fn the_deployments_probe_each_binary_on_its_own_port_and_paths() {
     );
     let port = listen_port(&metrics);
     assert_eq!(probe(consumer, "livenessProbe"), ("/healthz".into(), port));
-    if !consumer["readinessProbe"].is_null() {
-        assert_eq!(probe(consumer, "readinessProbe"), ("/healthz".into(), port));
-    }
+    assert_eq!(probe(consumer, "readinessProbe"), ("/readyz".into(), port));
+    assert!(
+        read("consumer/src/ops_server.rs").contains("\"/readyz\""),
+        "the consumer serves the path its readiness probe asks"
+    );
 }
 
 #[test]

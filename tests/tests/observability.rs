@@ -1,21 +1,11 @@
 //! What operators and client authors read: `/metrics` on both binaries moves
 //! when a sale runs, and `/openapi.json` describes what the API really answers.
 
+use integration_tests::scrape::sample;
 use integration_tests::spawn;
 use integration_tests::wait;
 use serde_json::Value;
 use std::time::Duration;
-
-/// The value of the first sample line starting with `prefix` (name and labels).
-fn sample(metrics: &str, prefix: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(prefix))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_metrics_endpoints_expose_values_that_move_during_a_sale() {
@@ -26,6 +16,9 @@ async fn both_metrics_endpoints_expose_values_that_move_during_a_sale() {
     tokio::spawn(consumer::ops_server::serve(
         listener,
         shared::metrics::install(),
+        std::sync::Arc::new(consumer::Health::new(
+            spawn::consumer_config(&env, "metrics").thresholds(),
+        )),
         std::future::pending(),
     ));
 

@@ -50,6 +50,18 @@ pub enum DeadReason {
 }
 
 impl DeadReason {
+    /// Every [`DeadReason::label`], for counters that start from 0.
+    pub const LABELS: [&'static str; 8] = [
+        "undecodable",
+        "wrong_stream",
+        "quantity_exceeded",
+        "coupon_not_found",
+        "invalid_accepted_at",
+        "too_many_attempts",
+        "lost_with_redis_state",
+        "event_deleted",
+    ];
+
     /// The metric label and the first word of the stored reason.
     pub fn label(&self) -> &'static str {
         match self {
@@ -273,6 +285,15 @@ fn counted(reason: &DeadReason) {
     metrics::counter!(shared::metrics::DEAD_LETTERS, "reason" => reason.label()).increment(1);
 }
 
+/// Shows the dead-letter counter of every reason at 0 from the start: an alert
+/// on its `increase()` needs a sample before the first letter (a series that
+/// appears at 1 has no increase to see).
+pub fn count_from_zero() {
+    for reason in DeadReason::LABELS {
+        metrics::counter!(shared::metrics::DEAD_LETTERS, "reason" => reason).increment(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,9 +323,11 @@ mod tests {
             (DeadReason::LostWithRedisState, "lost_with_redis_state"),
             (DeadReason::EventDeleted, "event_deleted"),
         ];
+        assert_eq!(cases.len(), DeadReason::LABELS.len(), "one case per reason");
         for (reason, text) in cases {
             assert_eq!(reason.to_string(), text);
             assert!(text.starts_with(reason.label()), "{text}");
+            assert!(DeadReason::LABELS.contains(&reason.label()), "{text}: counted from 0");
         }
     }
 }

@@ -76,14 +76,14 @@ pub async fn ack_written(
     Ok(())
 }
 
-/// The stream's length and its pending count in our group, and trims entries
-/// every member of the group is done with: below the oldest pending entry and
-/// below the group's last delivered id, so nothing pending or unread goes.
-pub async fn trim(conn: &mut RedisConn, member: &Member, stream: &str) -> RedisResult<(u64, u64)> {
+/// Trims the entries every member of the group is done with: below the oldest
+/// pending entry and below the group's last delivered id, so nothing pending or
+/// unread goes. (Its length and lag are measured by [`super::lag::measure`].)
+pub async fn trim(conn: &mut RedisConn, member: &Member, stream: &str) -> RedisResult<()> {
     let groups: redis::streams::StreamInfoGroupsReply =
         redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(conn).await?;
     let Some(group) = groups.groups.into_iter().find(|g| g.name == member.group) else {
-        return Ok((0, 0));
+        return Ok(());
     };
     let summary: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
         .arg(stream)
@@ -99,16 +99,13 @@ pub async fn trim(conn: &mut RedisConn, member: &Member, stream: &str) -> RedisR
         Some(pending) => pending.parse::<EntryId>()?.min(last_delivered),
         None => last_delivered,
     };
-    let (_, len): (i64, u64) = redis::pipe()
-        .cmd("XTRIM")
+    redis::cmd("XTRIM")
         .arg(stream)
         .arg("MINID")
         .arg(min_id.to_string())
-        .cmd("XLEN")
-        .arg(stream)
-        .query_async(conn)
+        .query_async::<i64>(conn)
         .await?;
-    Ok((len, group.pending as u64))
+    Ok(())
 }
 
 /// Deletes the stream once the group has read every entry (its last delivered

@@ -1,6 +1,7 @@
 //! The consumer's side of the Redis streams: the group, reads, reclaims and
 //! keep-alives ([`finish`]: acks, trimming, dropping a drained legacy stream;
-//! [`scan`]: finding keys; [`source`]: what a stream is). Every command names
+//! [`lag`]: how far behind the group is, in time; [`scan`]: finding keys;
+//! [`source`]: what a stream is). Every command names
 //! one stream (one cluster slot), except the multi-stream XREADGROUP.
 
 use redis::streams::{StreamAutoClaimReply, StreamPendingCountReply};
@@ -9,11 +10,13 @@ use shared::redis_conn::RedisConn;
 
 mod entry;
 pub mod finish;
+pub mod lag;
 pub mod scan;
 mod source;
 
 pub use entry::{Entry, EntryId};
 pub use finish::{ack_written, drop_if_drained, trim};
+pub use lag::StreamLag;
 pub use source::Source;
 
 /// Who this consumer is in which group.

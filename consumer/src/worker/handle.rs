@@ -156,8 +156,8 @@ impl Worker {
                 Err(WriteError::Mysql(err)) => return Err(err.into()),
             }
         };
-        record(&written);
-        outcome.inserted += written.inserted;
+        record(&written, items);
+        outcome.inserted += written.inserted.len() as u64;
         outcome.duplicates += written.duplicates;
         self.bury_refused(items, &written, outcome).await?;
         // All written now (or already there): their users go back into the sets.
@@ -300,11 +300,19 @@ fn decode_for(layout: &Layout, source: Source, entry: &Entry) -> Result<IssueEve
     }
 }
 
-fn record(written: &Written) {
+/// The outcome counters, and for each row inserted the time from its
+/// acceptance (the API's clock) to now, just after the commit (ours; a
+/// negative difference from clock skew counts as 0).
+fn record(written: &Written, items: &[Item]) {
     let count = |result: &'static str, n: u64| {
         metrics::counter!(shared::metrics::EVENTS_PROCESSED, "result" => result).increment(n);
     };
-    count("inserted", written.inserted);
+    count("inserted", written.inserted.len() as u64);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let waited = metrics::histogram!(shared::metrics::ACCEPTED_TO_WRITTEN);
+    for item in written.inserted.iter().filter_map(|&i| items.get(i)) {
+        waited.record(now_ms.saturating_sub(item.event.accepted_at_ms).max(0) as f64 / 1000.0);
+    }
     count("duplicate", written.duplicates);
     count("dead_lettered", written.refused.len() as u64);
 }

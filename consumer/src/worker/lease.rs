@@ -7,7 +7,7 @@
 //! is kept alive from the moment it is read until its batch is dropped, and a
 //! book dropped unhandled (an abandoned read) stops being kept alive by itself.
 
-use super::Worker;
+use super::{Task, Worker};
 use crate::streams::{self, Entry, Member};
 use shared::redis_conn::RedisConn;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -129,15 +129,6 @@ impl Leases {
     }
 }
 
-/// Aborts the keep-alive task when the worker's loop ends.
-pub struct KeepAlive(tokio::task::JoinHandle<()>);
-
-impl Drop for KeepAlive {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 impl Worker {
     /// Starts the task that, every `every`, re-confirms every entry this worker
     /// holds (XCLAIM JUSTID: resets their idle time without counting a
@@ -145,10 +136,10 @@ impl Worker {
     /// MySQL statement nor a long backoff lets them go idle long enough for
     /// another member to reclaim them from a live consumer, nor lets the lease of
     /// a batch waiting on MySQL run out while Redis still has it.
-    pub(super) fn keep_alive(&self) -> KeepAlive {
+    pub(super) fn keep_alive(&self) -> Task {
         let every = (self.settings.claim_idle / 3).min(shared::lease::COMMIT_LEASE / 4);
         let (mut conn, member, leases) = (self.conn.clone(), self.member.clone(), self.leases.clone());
-        KeepAlive(tokio::spawn(async move {
+        Task(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 renew_all(&mut conn, &member, &leases.live()).await;

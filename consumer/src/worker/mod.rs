@@ -8,7 +8,9 @@
 //! the number of coupons.
 //!
 //! - this file: the worker's state, fetching;
-//! - [`upkeep`]: the periodic duties: reclaiming, trimming, lag gauges;
+//! - [`upkeep`]: the periodic duties: reclaiming, trimming;
+//! - [`lag`]: the task measuring the lag every second, for the gauges and
+//!   the worker's [`Health`];
 //! - [`handle`]: writing, burying and acking a fetched batch, coupon by coupon;
 //! - [`isolate`]: entries delivered too often, tried alone before being buried;
 //! - [`lease`]: when each entry in hand was last confirmed pending, and the
@@ -23,6 +25,7 @@
 //! alive, so the delivery count measures crashes, not outages.
 
 use crate::config::ConsumerConfig;
+use crate::health::Health;
 use crate::streams::{self, Entry, Group, Member, Source};
 use shared::redis_conn::RedisConn;
 use shared::startup::Connections;
@@ -34,15 +37,17 @@ use std::time::{Duration, Instant};
 
 mod handle;
 mod isolate;
+mod lag;
 pub mod lease;
 mod legacy;
 mod lost;
 mod run;
 mod upkeep;
 
+pub(crate) use lag::LAG_EVERY;
 pub use lease::{Book, EntryRef, Lease};
 
-/// How often streams are trimmed, their lag measured and drained legacy streams deleted.
+/// How often streams are trimmed and drained legacy streams deleted.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 
 /// Why a step failed; the batch it was on stays pending and is retried.
@@ -81,6 +86,11 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty() && self.isolated.is_empty()
+    }
+
+    /// The entries still to handle.
+    pub fn len(&self) -> usize {
+        self.entries.len() + self.isolated.len()
     }
 }
 
@@ -142,12 +152,30 @@ pub struct Worker {
     unreconciled: BTreeSet<Source>,
     next_reclaim: Instant,
     next_trim: Instant,
+    /// What `/healthz` and `/readyz` answer from.
+    health: Arc<Health>,
+}
+
+/// A background task of the worker (keep-alive, lag), aborted when the
+/// worker's loop ends.
+pub(crate) struct Task(tokio::task::JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Worker {
     /// A worker reading as `member`, blocking reads on `reader`, everything
-    /// else on `connections`.
-    pub fn new(member: Member, reader: RedisConn, connections: Connections, settings: Settings) -> Self {
+    /// else on `connections`, reporting how it does to `health`.
+    pub fn new(
+        member: Member,
+        reader: RedisConn,
+        connections: Connections,
+        settings: Settings,
+        health: Arc<Health>,
+    ) -> Self {
         let Connections {
             db,
             redis: conn,
@@ -168,7 +196,13 @@ impl Worker {
             unreconciled: BTreeSet::new(),
             next_reclaim: now,
             next_trim: now,
+            health,
         }
+    }
+
+    /// What the worker reports to `/healthz` and `/readyz`.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
     }
 
     /// Makes sure the group exists on every partition stream, once.

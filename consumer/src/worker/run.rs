@@ -1,4 +1,5 @@
-//! The worker loop: fetch, handle, retry with backoff, stop on shutdown.
+//! The worker loop: fetch, handle, retry with backoff, stop on shutdown; each
+//! turn and each bit of progress reported to the worker's health.
 
 use super::{Worker, WorkerError};
 use std::future::Future;
@@ -18,9 +19,14 @@ impl Worker {
         // Every entry in hand (and every prefetched one) is kept alive and its
         // lease renewed until its batch is dropped.
         let _keep_alive = self.keep_alive();
+        let _lag = self.watch_lag();
+        crate::dead_letter::count_from_zero();
+        let health = self.health.clone();
         let mut backoff = Backoff::new(self.settings.claim_idle / 2);
         let mut batch = loop {
-            match self.recover().await {
+            let recovered = self.recover().await;
+            health.turned();
+            match recovered {
                 Ok(batch) => break batch,
                 Err(err) => {
                     tracing::warn!(%err, "recovering own pending entries failed, retrying");
@@ -31,6 +37,7 @@ impl Worker {
         loop {
             let prefetched = if batch.is_empty() { None } else { self.prefetch() };
             while !batch.is_empty() {
+                let before = batch.len();
                 let result = {
                     let handled = self.handle(&mut batch);
                     tokio::pin!(handled);
@@ -44,6 +51,12 @@ impl Worker {
                         }
                     }
                 };
+                // A retry (MySQL down) is a turn; only entries leaving the
+                // batch (committed, buried, acked) are progress.
+                health.turned();
+                if batch.len() < before {
+                    health.progressed();
+                }
                 match result {
                     Ok(outcome) => {
                         backoff.reset();
@@ -69,15 +82,18 @@ impl Worker {
             };
             tokio::select! {
                 () = &mut shutdown => return,
-                fetched = next => match fetched {
-                    Ok(next) => { backoff.reset(); batch = next; }
-                    Err(err) => {
-                        error_metric(&err);
-                        let delay = backoff.next();
-                        tracing::warn!(%err, retry_in_ms = delay.as_millis() as u64, "reading the streams failed");
-                        tokio::select! { () = &mut shutdown => return, () = tokio::time::sleep(delay) => {} }
+                fetched = next => {
+                    health.turned();
+                    match fetched {
+                        Ok(next) => { backoff.reset(); batch = next; }
+                        Err(err) => {
+                            error_metric(&err);
+                            let delay = backoff.next();
+                            tracing::warn!(%err, retry_in_ms = delay.as_millis() as u64, "reading the streams failed");
+                            tokio::select! { () = &mut shutdown => return, () = tokio::time::sleep(delay) => {} }
+                        }
                     }
-                },
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The worker's periodic duties, each O(streams read), never O(coupons):
 //! reclaiming entries idle with other members, trimming what the group is done
-//! with, the lag gauges, and deleting drained legacy streams.
+//! with, and deleting drained legacy streams. (The lag is measured by its own
+//! task, [`super::lag`], so that it is reported while the loop is busy too.)
 
 use super::{Batch, Worker, WorkerError, TRIM_EVERY};
 use crate::streams::{self, Source};
@@ -43,17 +44,12 @@ impl Worker {
         })
     }
 
-    /// Trims every partition stream and records its lag (labelled by
-    /// partition: a bounded label set), then deletes the legacy streams drained.
+    /// Trims every partition stream, then deletes the legacy streams drained.
     pub(super) async fn trim_all(&mut self) -> Result<(), WorkerError> {
         self.next_trim = Instant::now() + TRIM_EVERY;
         for partition in self.layout.all() {
             match streams::trim(&mut self.conn, &self.member, &partition.events).await {
-                Ok((len, pending)) => {
-                    let label = partition.index.to_string();
-                    metrics::gauge!(shared::metrics::STREAM_LENGTH, "partition" => label.clone()).set(len as f64);
-                    metrics::gauge!(shared::metrics::STREAM_PENDING, "partition" => label).set(pending as f64);
-                }
+                Ok(()) => {}
                 Err(err) if streams::is_nogroup(&err) || err.code() == Some("ERR") => {}
                 Err(err) => return Err(err.into()),
             }
