@@ -25,6 +25,8 @@ pub struct Inner {
     /// `None`: admin endpoints answer 403.
     pub admin_token: Option<String>,
     pub metrics: PrometheusHandle,
+    /// `/metrics` is served on `METRICS_ADDR`, not on the API port.
+    pub metrics_apart: bool,
     /// The coupon state rebuilds this process runs in the background.
     pub rebuilds: crate::rebuild::Rebuilds,
 }

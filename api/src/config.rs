@@ -49,6 +49,18 @@ pub struct ApiConfig {
     /// The longest a request may take before it is answered 503 (ms).
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 3000)]
     pub request_timeout_ms: u64,
+    /// Connections served at once; past it new ones wait in the listen
+    /// backlog, so slow or idle clients can not take every socket.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// How long a client may take to send a request's head, or stay idle on a
+    /// kept-alive connection, before the connection is closed (ms).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
+    /// Where `/metrics` is served instead of the API port (unset: on the API
+    /// port), so that it need not be public.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     #[command(flatten)]
     pub common: CommonConfig,
 }
@@ -67,6 +79,10 @@ impl ApiConfig {
         Duration::from_millis(self.request_timeout_ms)
     }
 
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
     /// The effective configuration for the start-up log line, secrets masked.
     pub fn summary(&self) -> String {
         let admin_token = if self.admin_token.is_some() { "set" } else { "unset" };
@@ -74,6 +90,9 @@ impl ApiConfig {
             ("listen_addr", &self.listen_addr),
             ("admin_token", &admin_token),
             ("request_timeout_ms", &self.request_timeout_ms),
+            ("max_connections", &self.max_connections),
+            ("header_read_timeout_ms", &self.header_read_timeout_ms),
+            ("metrics_addr", &self.metrics_addr.as_deref().unwrap_or("the API's")),
         ])
     }
 }

@@ -30,6 +30,7 @@ pub mod openapi;
 pub mod rebuild;
 pub mod routes;
 pub mod script;
+pub mod serve;
 pub mod startup;
 pub mod store;
 

@@ -5,6 +5,7 @@ use crate::config::ApiConfig;
 use crate::lookup::CouponCache;
 use crate::routes;
 use crate::script::IssueScript;
+use crate::serve::{self, Limits};
 use shared::startup::{Connections, Mysql};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,6 +20,9 @@ pub use shared::startup::StartError;
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    limits: Limits,
+    /// `METRICS_ADDR`'s listener and router, when `/metrics` is served apart.
+    metrics: Option<(TcpListener, axum::Router)>,
 }
 
 impl Application {
@@ -33,15 +37,22 @@ impl Application {
             script: IssueScript::default(),
             admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
             metrics: shared::metrics::install(),
+            metrics_apart: config.metrics_addr.is_some(),
             rebuilds: Default::default(),
         }));
-        let addr = normalise(&config.listen_addr);
-        let listener = TcpListener::bind(&addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let listener = bind(&config.listen_addr).await?;
+        let metrics = match &config.metrics_addr {
+            Some(addr) => Some((bind(addr).await?, routes::metrics_router(state.clone()))),
+            None => None,
+        };
         Ok(Self {
             listener,
             router: routes::router(state, config.request_timeout()),
+            limits: Limits {
+                max_connections: config.max_connections as usize,
+                header_read_timeout: config.header_read_timeout(),
+            },
+            metrics,
         })
     }
 
@@ -49,13 +60,43 @@ impl Application {
         self.listener.local_addr()
     }
 
+    /// Where `/metrics` is served apart, if it is.
+    pub fn metrics_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.metrics.as_ref().map(|(listener, _)| listener.local_addr())
+    }
+
     /// Serves until `shutdown` completes, then stops accepting and waits for
     /// in-flight requests to finish.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        };
+        let metrics = self.metrics.map(|(listener, router)| {
+            tokio::spawn(serve::serve(
+                listener,
+                router,
+                self.limits,
+                until_stopped(stopped.clone()),
+            ))
+        });
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        serve::serve(self.listener, self.router, self.limits, until_stopped(stopped)).await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
+        Ok(())
     }
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, StartError> {
+    let addr = normalise(addr);
+    TcpListener::bind(&addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
 }
 
 /// `:8080` means every interface, as the contract allows.

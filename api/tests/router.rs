@@ -45,6 +45,7 @@ fn router(admin_token: Option<&str>) -> Router {
         script: IssueScript::default(),
         admin_token: admin_token.map(String::from),
         metrics: shared::metrics::install(),
+        metrics_apart: false,
         rebuilds: Default::default(),
     }));
     api::routes::router(state, Duration::from_secs(3))

@@ -163,6 +163,8 @@ fn no_telemetry() -> TelemetryConfig {
 /// A running API.
 pub struct TestApp {
     pub client: Client,
+    /// `http://ADDR` of `METRICS_ADDR`, when metrics are served apart.
+    pub metrics_base: Option<String>,
     stop: watch::Sender<bool>,
     handle: JoinHandle<std::io::Result<()>>,
 }
@@ -189,6 +191,9 @@ pub fn api_config(env: &Env, admin_token: Option<&str>) -> api::ApiConfig {
         admin_token: admin_token.map(String::from),
         admin_token_file: None,
         request_timeout_ms: 3000,
+        max_connections: 10_000,
+        header_read_timeout_ms: 10_000,
+        metrics_addr: None,
         common: env.common_config(),
     }
 }
@@ -237,12 +242,14 @@ pub async fn spawn_app_with(config: api::ApiConfig) -> TestApp {
 pub async fn start_app(config: api::ApiConfig) -> TestApp {
     let app = api::Application::build(&config).await.expect("building the API");
     let addr = app.local_addr().unwrap();
+    let metrics_base = app.metrics_addr().map(|addr| format!("http://{}", addr.unwrap()));
     let (stop, mut rx) = watch::channel(false);
     let handle = tokio::spawn(app.run_until(async move {
         let _ = rx.wait_for(|s| *s).await;
     }));
     TestApp {
         client: Client::new(format!("http://{addr}"), config.admin_token.clone()),
+        metrics_base,
         stop,
         handle,
     }

@@ -13,7 +13,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::http_layer;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::Method;
 use axum::{BoxError, Router};
 use std::time::Duration;
@@ -68,6 +68,16 @@ pub fn operations(item: &mut PathItem) -> impl Iterator<Item = (Method, &mut Ope
     ]
     .into_iter()
     .filter_map(|(method, operation)| Some((method, operation.as_mut()?)))
+}
+
+/// `/metrics` alone, for `METRICS_ADDR`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|State(app): State<AppState>| async move { shared::ops::metrics_text(&app.metrics) }),
+        )
+        .with_state(state)
 }
 
 /// Every route, with body limit, request timeout and the JSON 404/405 answers.

@@ -57,10 +57,13 @@ async fn answers_soon(check: impl std::future::Future<Output = bool>) -> bool {
         .unwrap_or(false)
 }
 
-/// Prometheus text format.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
-pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    shared::ops::metrics_text(&app.metrics)
+/// Prometheus text format (`404` here when `METRICS_ADDR` serves it apart).
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain"), (status = 404, body = crate::error::ErrorBody, description = "`not_found`: served on METRICS_ADDR")))]
+pub async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, crate::error::ApiError> {
+    if app.metrics_apart {
+        return Err(crate::error::ApiError::NotFound("metrics are served on METRICS_ADDR"));
+    }
+    Ok(shared::ops::metrics_text(&app.metrics))
 }
 
 /// This API's OpenAPI 3 description.
