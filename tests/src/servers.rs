@@ -321,6 +321,7 @@ impl Server for MariaDb {
             "--skip-log-bin".into(),
             "--max-connections=300".into(),
             "--user=root".into(),
+            format!("--tmpdir={}", private_tmpdir(dir).display()),
         ]);
         if let Some(tls) = &self.tls {
             command.args([
@@ -377,6 +378,16 @@ async fn select_one(server_url: &str) -> Result<(), sqlx::Error> {
     conn.close().await
 }
 
+/// A temporary directory of the server's own. MariaDB deletes every `#sql*`
+/// file in its tmpdir when it starts, so servers sharing /tmp delete the temp
+/// tables of one still installing (`mariadb-install-db` failed with "Unknown
+/// table 'mysql.tmp_user_socket'" when tests started servers at once).
+fn private_tmpdir(dir: &Path) -> PathBuf {
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("creating {}: {e}", tmp.display()));
+    tmp
+}
+
 async fn install_mariadb(dir: &Path) {
     let output = tokio::process::Command::new("mariadb-install-db")
         .arg("--no-defaults")
@@ -384,6 +395,8 @@ async fn install_mariadb(dir: &Path) {
         .arg("--auth-root-authentication-method=normal")
         .arg("--skip-test-db")
         .arg("--user=root")
+        // The bootstrap server reads TMPDIR for its tmpdir.
+        .env("TMPDIR", private_tmpdir(dir))
         .current_dir(dir)
         .stdin(Stdio::null())
         .output()
