@@ -83,36 +83,13 @@ API_URL=http://127.0.0.1:$API_PORT
 BIN=./target/release
 HZ=$(getconf CLK_TCK)
 
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-FACTS=$OUT/facts.tsv
-COMMANDS=$OUT/commands.txt
-: >"$FACTS"
-: >"$COMMANDS"
-
-log() { printf '\033[1m[coupons %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
-fact() { printf '%s\t%s\n' "$1" "$2" >>"$FACTS"; }
-sql() { mariadb -h 127.0.0.1 -P 3306 -uroot -N -B "$@"; }
-rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 source deploy/bench/lib.sh
-
-# ---------------------------------------------------------------- cleanup ---
-PIDS=()
-REDIS_DIR=""
+open_results coupons
 DB_MADE=0
-cleanup() {
-  local status=$?
-  trap - EXIT INT TERM
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ -n "$REDIS_DIR" ]; then rm -rf "$REDIS_DIR"; fi
+on_cleanup() {
   if [ "$DB_MADE" = 1 ]; then sql -e "DROP DATABASE IF EXISTS $DB_NAME" 2>/dev/null || true; fi
-  if [ "$status" -ne 0 ]; then log "stopped everything it started; logs in $OUT"; fi
-  exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+
 # CPU time (user + system, clock ticks) a process has used so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 # Percent of one core from a tick count over SECONDS.
@@ -123,8 +100,6 @@ status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null
 for tool in redis-server redis-cli mariadb curl jq python3 ss; do
   command -v "$tool" >/dev/null || die "$tool is missing (deploy/local/services.sh installs Redis and MariaDB)"
 done
-[ "$REDIS_PORT" != 6379 ] || die "REDIS_PORT must not be the machine's Redis (6379)"
-[[ $DB_NAME =~ ^[A-Za-z0-9_]+$ ]] || die "DB_NAME must be letters, digits and _"
 for port in "$REDIS_PORT" "$API_PORT"; do port_free "$port" || die "port $port is taken (set REDIS_PORT or API_PORT)"; done
 for i in $(seq "$SPREAD_CONSUMERS"); do
   port_free $((CONSUMER_METRICS_PORT + i)) || die "port $((CONSUMER_METRICS_PORT + i)) is taken (set CONSUMER_METRICS_PORT)"
@@ -134,21 +109,13 @@ for n in $COUPONS; do
   [[ $n =~ ^[0-9]+$ ]] && [ "$n" -gt "$prev" ] || die "COUPONS must be ascending positive counts (got '$COUPONS')"
   prev=$n
 done
-sql -e 'SELECT 1' >/dev/null || die "MariaDB does not answer on 127.0.0.1:3306 as root (deploy/local/services.sh)"
+check_servers
 
 fact date "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 fact command "$GIVEN"
 fact note "$NOTE"
-fact load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
-fact nproc "$(nproc)"
-fact cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+record_machine
 fact mem_gib "$(awk '/^MemTotal/ {printf "%.1f", $2 / 1048576}' /proc/meminfo)"
-fact kernel "$(uname -r)"
-fact redis_version "$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')"
-fact mariadb_version "$(sql -e 'SELECT VERSION()')"
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git status --porcelain 2>/dev/null)" ]; then commit="$commit+dirty"; fi
-fact commit "$commit"
 fact settings "COUPONS='$COUPONS' QUANTITY=$QUANTITY CREATE_CONCURRENCY=$CREATE_CONCURRENCY SETTLE=$SETTLE IDLE_SECONDS=$IDLE_SECONDS SALE_USERS=$SALE_USERS SALE_CONCURRENCY=$SALE_CONCURRENCY SPREAD=$SPREAD SPREAD_COUPONS=$SPREAD_COUPONS SPREAD_HOT=$SPREAD_HOT SPREAD_HOT_SHARE=$SPREAD_HOT_SHARE SPREAD_REQUESTS=$SPREAD_REQUESTS SPREAD_QUANTITY=$SPREAD_QUANTITY SPREAD_CONCURRENCY=$SPREAD_CONCURRENCY SPREAD_CONSUMERS=$SPREAD_CONSUMERS${CONSUMER_ENV:+ CONSUMER_ENV='$CONSUMER_ENV'}${API_ENV:+ API_ENV='$API_ENV'}"
 log "load average at start: $(cut -d' ' -f1-3 /proc/loadavg); results in $OUT"
 

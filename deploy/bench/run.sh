@@ -72,35 +72,8 @@ CEILING_COUPON=900000001
 RB_COUPON=900000002
 BIN=./target/release
 
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-FACTS=$OUT/facts.tsv
-COMMANDS=$OUT/commands.txt
-: >"$FACTS"
-: >"$COMMANDS"
-
-log() { printf '\033[1m[bench %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "FAILED: $*"; exit 1; }
-now() { date +%s.%N; }
-fact() { printf '%s\t%s\n' "$1" "$2" >>"$FACTS"; }
-sql() { mariadb -h 127.0.0.1 -P 3306 -uroot -N -B "$@"; }
-rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 source deploy/bench/lib.sh
-
-# ---------------------------------------------------------------- cleanup ---
-PIDS=()
-REDIS_DIR=""
-cleanup() {
-  local status=$?
-  trap - EXIT INT TERM
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ -n "$REDIS_DIR" ]; then rm -rf "$REDIS_DIR"; fi
-  if [ "$status" -ne 0 ]; then log "stopped everything it started; logs in $OUT"; fi
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+open_results bench
 
 # ------------------------------------------------------------ preparation ---
 for tool in redis-server redis-cli redis-benchmark mariadb curl jq python3 ss; do
@@ -113,22 +86,12 @@ fi
 for port in "$REDIS_PORT" "$API_PORT" "$CEILING_PORT" $((CONSUMER_METRICS_PORT + 1)) $((CONSUMER_METRICS_PORT + 2)); do
   port_free "$port" || die "port $port is taken (set REDIS_PORT, API_PORT, CEILING_PORT or CONSUMER_METRICS_PORT)"
 done
-[ "$REDIS_PORT" != 6379 ] || die "REDIS_PORT must not be the machine's Redis (6379)"
-[[ $DB_NAME =~ ^[A-Za-z0-9_]+$ ]] || die "DB_NAME must be letters, digits and _"
-sql -e 'SELECT 1' >/dev/null || die "MariaDB does not answer on 127.0.0.1:3306 as root (deploy/local/services.sh)"
+check_servers
 
 fact date "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-fact load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
-fact nproc "$(nproc)"
-fact cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+record_machine
 fact ram "$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
-fact kernel "$(uname -r)"
-fact redis_version "$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')"
-fact mariadb_version "$(sql -e 'SELECT VERSION()')"
 fact wrk_version "$(wrk -v 2>&1 | head -1 | awk '{print $2}')"
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git status --porcelain 2>/dev/null)" ]; then commit="$commit+dirty"; fi
-fact commit "$commit"
 fact settings "CONNECTIONS=$CONNECTIONS DURATION=$DURATION ROUNDS=$ROUNDS RB_REQUESTS=$RB_REQUESTS DRAIN_USERS=$DRAIN_USERS BATCH=$BATCH SALE_USERS=$SALE_USERS SALE_QUANTITY=$SALE_QUANTITY SALE_CONCURRENCY=$SALE_CONCURRENCY"
 log "load average at start: $(cut -d' ' -f1-3 /proc/loadavg); results in $OUT"
 
