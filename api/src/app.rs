@@ -22,6 +22,10 @@ pub struct Inner {
     /// The memory tier of [`crate::lookup::coupon`].
     pub cache: CouponCache,
     pub script: IssueScript,
+    /// Whose requests these are: verified JWTs, or the trusted caller's word.
+    pub identity: crate::identity::Identity,
+    /// The issue endpoint's per-user and per-client rate limits.
+    pub limits: crate::limits::RateLimits,
     /// `None`: admin endpoints answer 403.
     pub admin_token: Option<String>,
     pub metrics: PrometheusHandle,

@@ -62,7 +62,70 @@ pub struct ApiConfig {
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_addr: Option<String>,
     #[command(flatten)]
+    pub identity: IdentityConfig,
+    #[command(flatten)]
+    pub limits: LimitConfig,
+    #[command(flatten)]
     pub common: CommonConfig,
+}
+
+/// Verified identity: with one key source set, issue and status requests need
+/// a bearer JWT whose `sub` is the user; with none, the caller is trusted.
+#[derive(Args, Clone, Debug, Default)]
+pub struct IdentityConfig {
+    /// The HMAC secret of HS256/384/512 tokens.
+    #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
+    pub auth_jwt_secret: Option<String>,
+    /// A file holding `AUTH_JWT_SECRET` (its trailing newline dropped).
+    #[arg(long, env = "AUTH_JWT_SECRET_FILE")]
+    pub auth_jwt_secret_file: Option<PathBuf>,
+    /// A PEM public key: RSA (RS256/384/512), EC (ES256/384) or Ed25519 (EdDSA).
+    #[arg(long, env = "AUTH_JWT_PUBLIC_KEY_FILE")]
+    pub auth_jwt_public_key_file: Option<PathBuf>,
+    /// A JWKS document; a token's `kid` selects its key.
+    #[arg(long, env = "AUTH_JWKS_FILE")]
+    pub auth_jwks_file: Option<PathBuf>,
+    /// When set, a token's `iss` must be this.
+    #[arg(long, env = "AUTH_JWT_ISSUER")]
+    pub auth_jwt_issuer: Option<String>,
+    /// When set, a token's `aud` must hold this.
+    #[arg(long, env = "AUTH_JWT_AUDIENCE")]
+    pub auth_jwt_audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf` (s).
+    #[arg(long, env = "AUTH_JWT_LEEWAY_S", default_value_t = 30)]
+    pub auth_jwt_leeway_s: u64,
+}
+
+/// The issue endpoint's rate limits (per API instance; see the README).
+#[derive(Args, Clone, Debug)]
+pub struct LimitConfig {
+    /// Issue requests a second one user may make (0: no limit).
+    #[arg(long, env = "RATE_LIMIT_USER_PER_S", default_value_t = 5.0, value_parser = non_negative)]
+    pub rate_limit_user_per_s: f64,
+    /// Issue requests one user may make at once.
+    #[arg(long, env = "RATE_LIMIT_USER_BURST", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_user_burst: u32,
+    /// Issue requests a second one client address (an IPv6 /64) may make (0: no limit).
+    #[arg(long, env = "RATE_LIMIT_IP_PER_S", default_value_t = 0.0, value_parser = non_negative)]
+    pub rate_limit_ip_per_s: f64,
+    /// Issue requests one client address may make at once (default: its rate a second).
+    #[arg(long, env = "RATE_LIMIT_IP_BURST", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_ip_burst: Option<u32>,
+    /// Users (and, apart, addresses) each limiter remembers at most: its memory
+    /// is allocated once for this many.
+    #[arg(long, env = "RATE_LIMIT_MAX_KEYS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(64..))]
+    pub rate_limit_max_keys: u32,
+    /// Proxies (CIDRs or addresses, comma-separated) whose `X-Forwarded-For`
+    /// names the client; from any other peer the header is ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::limits::parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+fn non_negative(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
+        _ => Err(format!("`{text}` is not a number of requests a second (0 or more)")),
+    }
 }
 
 impl ApiConfig {
@@ -71,6 +134,11 @@ impl ApiConfig {
         let given = secrets::given(matches, "admin_token");
         if let Some(token) = secrets::from_file("ADMIN_TOKEN", given, self.admin_token_file.as_deref())? {
             self.admin_token = Some(token);
+        }
+        let given = secrets::given(matches, "auth_jwt_secret");
+        let file = self.identity.auth_jwt_secret_file.as_deref();
+        if let Some(secret) = secrets::from_file("AUTH_JWT_SECRET", given, file)? {
+            self.identity.auth_jwt_secret = Some(secret);
         }
         self.common.read_secret_files(matches)
     }
@@ -93,6 +161,10 @@ impl ApiConfig {
             ("max_connections", &self.max_connections),
             ("header_read_timeout_ms", &self.header_read_timeout_ms),
             ("metrics_addr", &self.metrics_addr.as_deref().unwrap_or("the API's")),
+            ("rate_limit_user_per_s", &self.limits.rate_limit_user_per_s),
+            ("rate_limit_user_burst", &self.limits.rate_limit_user_burst),
+            ("rate_limit_ip_per_s", &self.limits.rate_limit_ip_per_s),
+            ("trusted_proxies", &self.limits.trusted_proxies.len()),
         ])
     }
 }

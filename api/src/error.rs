@@ -1,7 +1,8 @@
 //! The API's one error type and its mapping to the contract's status codes and
 //! error bodies. Internal details are never sent; `http_layer` logs them.
 
-use axum::http::StatusCode;
+use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -25,6 +26,16 @@ pub enum ApiError {
     /// 401 `unauthorized`.
     #[error("a valid `Authorization: Bearer` admin token is required")]
     Unauthorized,
+    /// 401 `unauthorized` with `WWW-Authenticate: Bearer error="invalid_token"`:
+    /// an issue or status request without a valid user JWT.
+    #[error("{0}")]
+    InvalidToken(#[from] crate::identity::AuthError),
+    /// 403 `forbidden`: the token's user is not the user the request names.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// 429 `rate_limited` with `Retry-After`.
+    #[error("too many requests: retry in {} ms", retry_after.as_millis())]
+    RateLimited { retry_after: std::time::Duration },
     /// 403 `admin_disabled`: `ADMIN_TOKEN` is unset.
     #[error("admin endpoints are disabled: ADMIN_TOKEN is not set")]
     AdminDisabled,
@@ -78,6 +89,11 @@ pub struct ErrorBody {
 }
 
 impl ApiError {
+    /// What axum's `Json` answers a body without `Content-Type: application/json`.
+    pub fn missing_json() -> Self {
+        ApiError::UnsupportedMediaType("Expected request with `Content-Type: application/json`".into())
+    }
+
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         use ApiError::*;
         match self {
@@ -85,7 +101,9 @@ impl ApiError {
             UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request"),
             Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
             PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Unauthorized | InvalidToken(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             AdminDisabled => (StatusCode::FORBIDDEN, "admin_disabled"),
             CouponNotFound => (StatusCode::NOT_FOUND, "coupon_not_found"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
@@ -113,6 +131,25 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut response = (status, Json(ErrorBody { error, message })).into_response();
+        match &self {
+            ApiError::InvalidToken(_) => {
+                let challenge = HeaderValue::from_static(r#"Bearer error="invalid_token""#);
+                response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+            }
+            ApiError::Unauthorized => {
+                response
+                    .headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::RateLimited { retry_after } => {
+                // Whole seconds, rounded up: `Retry-After: 0` would invite a retry at once.
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            }
+            _ => {}
+        }
         response.extensions_mut().insert(Arc::new(self));
         response
     }

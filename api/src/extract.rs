@@ -4,11 +4,12 @@
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -30,6 +31,37 @@ where
         match axum::Json::<ObjectOnly<T>>::from_request(req, state).await {
             Ok(axum::Json(ObjectOnly(value))) => Ok(Self(value)),
             Err(rejection) => Err(json_error(rejection)),
+        }
+    }
+}
+
+/// A JSON body that may be left out: a request with neither a `Content-Type`
+/// nor any body bytes is `None`; anything else is read as [`ApiJson`] reads it.
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if req.headers().contains_key(CONTENT_TYPE) {
+            let ApiJson(value) = ApiJson::from_request(req, state).await?;
+            return Ok(Self(Some(value)));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::InvalidRequest(rejection.body_text())
+            }
+        })?;
+        if bytes.is_empty() {
+            Ok(Self(None))
+        } else {
+            Err(ApiError::missing_json())
         }
     }
 }
@@ -131,6 +163,25 @@ impl<S: Send + Sync> FromRequestParts<S> for IssuePath {
     }
 }
 
+/// The token of `Authorization: Bearer <token>` (the scheme in any case).
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The answers the issue and status endpoints refuse a caller with when the
+/// API verifies JWTs, for their OpenAPI entries.
+#[derive(utoipa::IntoResponses)]
+pub enum UserRejections {
+    /// `unauthorized`: no valid bearer JWT (with `WWW-Authenticate: Bearer error="invalid_token"`)
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// `forbidden`: the token's user is not the user named
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+}
+
 /// Proof that the request carries the admin bearer token, as realworld's
 /// `AuthUser` is proof of a user: `403 admin_disabled` when `ADMIN_TOKEN` is
 /// unset, `401 unauthorized` when the token is missing or wrong.
@@ -152,12 +203,7 @@ impl FromRequestParts<AppState> for AdminToken {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         let expected = app.admin_token.as_deref().ok_or(ApiError::AdminDisabled)?;
-        let given = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized)?;
+        let given = bearer_token(&parts.headers).ok_or(ApiError::Unauthorized)?;
         // Constant-time comparison: the token's bytes must not leak through timing.
         let same_len = given.len() == expected.len();
         let diff = given

@@ -13,6 +13,10 @@
 //!   one from MySQL in the background, fenced by the commit lease.
 //! - [`script`]: the issue Lua script and its decisions.
 //! - [`store`]: creating coupons and the status query (neither on the issue path).
+//! - [`identity`]: who asks: a verified JWT's `sub`, or the trusted caller's word.
+//! - [`limits`]: per-user and per-client rate limits, in bounded memory.
+//! - [`caller`]: a request's token and client address, and the checks made of
+//!   them before Redis.
 //! - [`extract`]: JSON, path and admin-token extractors that answer with the API's errors.
 //! - [`error`]: the one error type and its status codes.
 //! - [`http_layer`]: server spans, request metrics, logging of failures.
@@ -21,10 +25,13 @@
 
 pub mod amend;
 pub mod app;
+pub mod caller;
 pub mod config;
 pub mod error;
 pub mod extract;
 pub mod http_layer;
+pub mod identity;
+pub mod limits;
 pub mod lookup;
 pub mod openapi;
 pub mod rebuild;

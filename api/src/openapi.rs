@@ -10,18 +10,29 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "coupon-rush", description = "First-come-first-served coupon issuance."),
     components(schemas(ErrorBody)),
-    modifiers(&AdminAuth)
+    modifiers(&BearerSchemes)
 )]
 struct ApiDoc;
 
-struct AdminAuth;
+/// `admin`: the `ADMIN_TOKEN`; `user_jwt`: a user's JWT, required on the issue
+/// and status endpoints when the API verifies them (`AUTH_JWT_*`).
+struct BearerSchemes;
 
-impl Modify for AdminAuth {
+impl Modify for BearerSchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "admin",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "user_jwt",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }

@@ -5,9 +5,12 @@
 //! long between requests, is disconnected: `axum::serve` sets no timer, so
 //! hyper's header timeout never fires and a slow or idle client could hold a
 //! socket for ever. On shutdown it stops accepting and waits for the requests in
-//! flight.
+//! flight. Each request carries its connection's peer address (`ConnectInfo`).
 
+use axum::extract::ConnectInfo;
+use axum::http::Request;
 use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -17,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
 /// How many connections, and how long a request head may take.
 #[derive(Clone, Copy, Debug)]
@@ -53,8 +57,8 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, shutdo
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(err) => {
                 tracing::warn!(%err, "accepting a connection failed");
                 tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
@@ -62,7 +66,12 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, shutdo
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // As axum's `into_make_service_with_connect_info`: each request
+        // carries its connection's peer, which the rate limits need.
+        let service = TowerToHyperService::new(router.clone().map_request(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request
+        }));
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();

@@ -2,6 +2,8 @@
 
 use crate::app::{AppState, Inner};
 use crate::config::ApiConfig;
+use crate::identity::Identity;
+use crate::limits::RateLimits;
 use crate::lookup::CouponCache;
 use crate::routes;
 use crate::script::IssueScript;
@@ -27,6 +29,17 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: &ApiConfig) -> Result<Self, StartError> {
+        let identity = Identity::from_config(&config.identity).map_err(|err| StartError::Setup {
+            what: "identity (AUTH_JWT_*)",
+            source: Box::new(err),
+        })?;
+        match &identity {
+            Identity::Trusted => tracing::warn!(
+                identity = %identity.describe(),
+                "no JWT key is configured: run behind a gateway that authenticates users"
+            ),
+            Identity::Verified(_) => tracing::info!(identity = %identity.describe(), "verifying user tokens"),
+        }
         let Connections { db, redis, layout } = shared::startup::connect(&config.common, Mysql::Lazily).await?;
         let state = AppState(Arc::new(Inner {
             redis,
@@ -35,6 +48,8 @@ impl Application {
             retention: config.common.redis.retention(),
             cache: CouponCache::new(layout),
             script: IssueScript::default(),
+            identity,
+            limits: RateLimits::from_config(&config.limits),
             admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
             metrics: shared::metrics::install(),
             metrics_apart: config.metrics_addr.is_some(),

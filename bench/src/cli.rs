@@ -1,6 +1,7 @@
 //! The command line: every option (clap derive, with `env` where a deployment sets
 //! it), and its validation into a [`Settings`] that the rest of the binary trusts.
 
+use crate::tokens::Minter;
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -91,6 +92,62 @@ pub struct Args {
     /// Skip the MySQL checks (the checks of the API's answers still run).
     #[arg(long)]
     pub no_verify: bool,
+
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+}
+
+/// Tokens for an API that verifies user JWTs: each issue (and status) request
+/// carries one minted for its user, as an identity provider would sign it.
+#[derive(clap::Args, Debug, Default)]
+pub struct JwtArgs {
+    /// Mint HS256 tokens with this secret (the API's `AUTH_JWT_SECRET`).
+    #[arg(
+        long,
+        env = "AUTH_JWT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "jwt_key_file"
+    )]
+    pub jwt_secret: Option<String>,
+    /// Mint tokens with this PEM private key (PKCS#8: EC → ES256, RSA → RS256,
+    /// Ed25519 → EdDSA; the API holds the public half).
+    #[arg(long, value_name = "FILE")]
+    pub jwt_key_file: Option<PathBuf>,
+    /// The `kid` header of each token (for an API with a JWKS).
+    #[arg(long, value_name = "KID")]
+    pub jwt_kid: Option<String>,
+    /// The `iss` claim (the API's `AUTH_JWT_ISSUER`).
+    #[arg(long, env = "AUTH_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// The `aud` claim (the API's `AUTH_JWT_AUDIENCE`).
+    #[arg(long, env = "AUTH_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+}
+
+impl JwtArgs {
+    /// The minter these options ask for; `None` without a secret or key.
+    pub fn minter(&self) -> Result<Option<Minter>, CliError> {
+        let minter = match (&self.jwt_secret, &self.jwt_key_file) {
+            (Some(secret), _) if !secret.is_empty() => Minter::hmac(secret.as_bytes()),
+            (_, Some(path)) => {
+                let pem = std::fs::read(path).map_err(|err| CliError::JwtKey(format!("{}: {err}", path.display())))?;
+                Minter::from_pem(&pem).map_err(|err| CliError::JwtKey(format!("{}: {err}", path.display())))?
+            }
+            _ => return Ok(None),
+        };
+        let minter = match &self.jwt_kid {
+            Some(kid) => minter.with_kid(kid),
+            None => minter,
+        };
+        let minter = match &self.jwt_issuer {
+            Some(issuer) => minter.with_issuer(issuer),
+            None => minter,
+        };
+        Ok(Some(match &self.jwt_audience {
+            Some(audience) => minter.with_audience(audience),
+            None => minter,
+        }))
+    }
 }
 
 /// How requests are paced.
@@ -146,6 +203,8 @@ pub struct Settings {
     pub database_url: String,
     pub drain_timeout: Duration,
     pub verify_mysql: bool,
+    /// Signs each request's user token, when the API verifies them.
+    pub minter: Option<Minter>,
 }
 
 /// An option that can not work.
@@ -165,6 +224,8 @@ pub enum CliError {
     AdminToken,
     #[error("--api-url must be an http:// URL")]
     ApiUrl,
+    #[error("--jwt-key-file {0}")]
+    JwtKey(String),
 }
 
 impl Args {
@@ -227,6 +288,7 @@ impl Args {
         };
         Ok(Settings {
             api_url,
+            minter: self.jwt.minter()?,
             admin_token: self.admin_token.filter(|t| !t.is_empty()),
             coupons,
             users: self.users,

@@ -3,6 +3,7 @@
 //! answers parsed with borrowed strings, and the few admin and read calls the
 //! setup and the verification make.
 
+use crate::tokens::Minter;
 use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
@@ -102,6 +103,9 @@ pub struct Api {
     base: String,
     timeout: Duration,
     json: HeaderValue,
+    /// Signs a token for each issue and status request's user, when the API
+    /// verifies them.
+    minter: Option<std::sync::Arc<Minter>>,
 }
 
 impl Api {
@@ -118,7 +122,25 @@ impl Api {
             base: base.to_string(),
             timeout,
             json: HeaderValue::from_static("application/json"),
+            minter: None,
         }
+    }
+
+    /// Issue and status requests carry a token from `minter`.
+    pub fn with_minter(mut self, minter: Option<Minter>) -> Self {
+        self.minter = minter.map(std::sync::Arc::new);
+        self
+    }
+
+    /// `Authorization: Bearer` with `user`'s token, when tokens are minted.
+    fn authorize<B>(&self, request: &mut Request<B>, user: i64) -> Result<(), String> {
+        let Some(minter) = &self.minter else {
+            return Ok(());
+        };
+        let token = minter.token(user).map_err(|err| err.to_string())?;
+        let bearer = HeaderValue::try_from(format!("Bearer {token}")).map_err(|err| err.to_string())?;
+        request.headers_mut().insert(AUTHORIZATION, bearer);
+        Ok(())
     }
 
     /// `base` + `path` as a URI.
@@ -132,12 +154,14 @@ impl Api {
         self.uri(&format!("/coupons/{coupon}/issue"))
     }
 
-    /// The hot path: POSTs `body` to `uri`, returns the status and the whole body.
-    pub async fn post_json(&self, uri: Uri, body: Bytes) -> Result<(StatusCode, Bytes), TransportError> {
+    /// The hot path: POSTs `user`'s issue request `body` to `uri` (with the
+    /// user's token when tokens are minted), returns the status and the whole body.
+    pub async fn post_issue(&self, uri: Uri, user: i64, body: Bytes) -> Result<(StatusCode, Bytes), TransportError> {
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
         request.headers_mut().insert(CONTENT_TYPE, self.json.clone());
+        self.authorize(&mut request, user).map_err(TransportError::Request)?;
         self.send(request).await
     }
 
@@ -206,10 +230,13 @@ impl Api {
 
     /// `GET /coupons/{coupon}/issues/{user}`, as text, for diagnostics.
     pub async fn issue_status(&self, coupon: i64, user: i64) -> String {
-        let request = match self.get(&format!("/coupons/{coupon}/issues/{user}")) {
+        let mut request = match self.get(&format!("/coupons/{coupon}/issues/{user}")) {
             Ok(request) => request,
             Err(err) => return err.to_string(),
         };
+        if let Err(err) = self.authorize(&mut request, user) {
+            return err;
+        }
         match self.send(request).await {
             Ok((status, body)) => format!("{} {}", status.as_u16(), String::from_utf8_lossy(&body)),
             Err(err) => err.to_string(),

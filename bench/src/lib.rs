@@ -25,6 +25,7 @@
 //! - [`mysql`]: the drain wait and the MySQL facts.
 //! - [`mysql_phase`]: what the drain waits for, and the MySQL checks of a run.
 //! - [`sale`]: the whole run, from the coupons to the verdict.
+//! - [`tokens`]: user JWTs for an API that verifies them.
 //! - [`report`]: the summary, for people and as JSON.
 //! - [`program`]: what the binaries share: the runtime, the exit status, the JSON file.
 //! - [`fleet`]: `coupon-fleet` (`src/bin/`): many coupons at once, for
@@ -41,3 +42,4 @@ pub mod program;
 pub mod report;
 pub mod sale;
 pub mod stats;
+pub mod tokens;

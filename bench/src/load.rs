@@ -161,7 +161,14 @@ async fn worker(ctx: Arc<Ctx>, number: usize, mut interrupt: watch::Receiver<u32
             break;
         };
         let sent = Instant::now();
-        let answer = ctx.api.post_json(target.uri.clone(), ctx.plan.body(slot.user)).await;
+        let answer = ctx
+            .api
+            .post_issue(
+                target.uri.clone(),
+                ctx.plan.user_id(slot.user),
+                ctx.plan.body(slot.user),
+            )
+            .await;
         let answered = Instant::now();
         let lag = sent.duration_since(due);
         let charged_from = due + lag.min(TIMER_SLACK);

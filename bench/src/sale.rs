@@ -23,7 +23,7 @@ struct Sale {
 /// The whole run; `Ok(true)` when every check passed.
 pub async fn run(s: Settings) -> anyhow::Result<bool> {
     let interrupt = watch_ctrl_c();
-    let api = Api::new(&s.api_url, s.model.workers(), s.timeout);
+    let api = Api::new(&s.api_url, s.model.workers(), s.timeout).with_minter(s.minter.clone());
     let db = if s.verify_mysql {
         // sqlx repeats its message as the error's source: keep it once.
         let db = mysql::Db::connect(&s.database_url)

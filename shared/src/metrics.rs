@@ -43,6 +43,13 @@ pub const ACCEPTED_TO_WRITTEN: &str = "coupon_consumer_accepted_to_written_secon
 pub const DEAD_LETTERS: &str = "coupon_dead_letters_total";
 /// Entries reclaimed from other consumers with XAUTOCLAIM.
 pub const RECLAIMED: &str = "coupon_consumer_reclaimed_total";
+/// Issue requests refused `429 rate_limited`, labelled `scope` (`user`, `ip`).
+pub const RATE_LIMITED: &str = "coupon_api_rate_limited_total";
+/// Requests allowed without being remembered because the limiter's table was
+/// full of live keys, labelled `scope`: a flood of distinct users or addresses.
+pub const RATE_LIMIT_UNTRACKED: &str = "coupon_api_rate_limit_untracked_total";
+/// Issue and status requests refused `401`/`403` by identity, labelled `reason`.
+pub const AUTH_REFUSED: &str = "coupon_api_auth_refused_total";
 
 /// The label naming the binary that recorded a sample (`api`, `consumer`), on
 /// the metrics both record.

@@ -30,6 +30,12 @@ pub enum StartError {
          coupons to other partitions; see the README)"
     )]
     Layout { configured: u16, recorded: String },
+    /// A binary's own setting that could not be used (a key file, ...).
+    #[error("{what}: {source}")]
+    Setup {
+        what: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// Whether a binary waits for MySQL at start.

@@ -97,6 +97,77 @@ impl Client {
     }
 }
 
+/// A whole answer: status, headers and JSON body.
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The `error` code of an error answer.
+    pub fn code(&self) -> &str {
+        self.body["error"].as_str().unwrap_or_default()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+/// A user's request as it may come: a bearer token or none, a JSON body or
+/// none, extra headers.
+#[derive(Default)]
+pub struct UserRequest<'a> {
+    pub token: Option<&'a str>,
+    pub body: Option<Value>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Client {
+    /// `POST /coupons/{coupon}/issue` as `request` says.
+    pub async fn issue_with(&self, coupon: i64, request: UserRequest<'_>) -> Reply {
+        self.user_request(reqwest::Method::POST, &format!("/coupons/{coupon}/issue"), request)
+            .await
+    }
+
+    /// `GET /coupons/{coupon}/issues/{user}` with `token`.
+    pub async fn status_with(&self, coupon: i64, user: i64, token: Option<&str>) -> Reply {
+        let request = UserRequest {
+            token,
+            ..Default::default()
+        };
+        self.user_request(
+            reqwest::Method::GET,
+            &format!("/coupons/{coupon}/issues/{user}"),
+            request,
+        )
+        .await
+    }
+
+    async fn user_request(&self, method: reqwest::Method, path: &str, request: UserRequest<'_>) -> Reply {
+        let mut builder = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = request.token {
+            builder = builder.bearer_auth(token);
+        }
+        if let Some(body) = &request.body {
+            builder = builder.json(body);
+        }
+        for (name, value) in &request.headers {
+            builder = builder.header(*name, value);
+        }
+        let response = builder.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.unwrap_or_default();
+        Reply {
+            status,
+            headers,
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        }
+    }
+}
+
 /// An issue request's outcome as a client sees it: no status when no answer
 /// came (refused, reset, timed out).
 #[derive(Clone, Debug)]

@@ -1,7 +1,8 @@
 //! Certificates made by a test for its TLS servers: a CA, a server certificate
 //! it issued for `127.0.0.1` and `localhost`, and a second CA that issued
 //! nothing the servers show (the wrong CA a client must refuse), written as PEM
-//! files into a temporary directory that lives as long as the [`TestPki`].
+//! files into a temporary directory that lives as long as the [`TestPki`]; and
+//! the key pairs a test's identity provider signs user tokens with.
 
 use crate::child::TempDir;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
@@ -93,4 +94,31 @@ fn ca(name: &str) -> (CertificateParams, KeyPair) {
     params.distinguished_name.push(DnType::CommonName, name);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     (params, KeyPair::generate().expect("generating a CA key"))
+}
+
+/// A token-signing key pair, as PEM: the identity provider's private key
+/// (PKCS#8) and the public key the API verifies with.
+pub struct SigningKey {
+    pub private_pem: String,
+    pub public_pem: String,
+}
+
+impl SigningKey {
+    /// A new P-256 key (ES256).
+    pub fn es256() -> Self {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("generating a P-256 key");
+        Self {
+            private_pem: key.serialize_pem(),
+            public_pem: key.public_key_pem(),
+        }
+    }
+
+    /// A new Ed25519 key (EdDSA).
+    pub fn ed25519() -> Self {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("generating an Ed25519 key");
+        Self {
+            private_pem: key.serialize_pem(),
+            public_pem: key.public_key_pem(),
+        }
+    }
 }

@@ -194,8 +194,20 @@ pub fn api_config(env: &Env, admin_token: Option<&str>) -> api::ApiConfig {
         max_connections: 10_000,
         header_read_timeout_ms: 10_000,
         metrics_addr: None,
+        identity: Default::default(),
+        limits: default_limits(),
         common: env.common_config(),
     }
+}
+
+/// The rate limits as the binary sets them when no variable is given.
+pub fn default_limits() -> api::config::LimitConfig {
+    #[derive(clap::Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        limits: api::config::LimitConfig,
+    }
+    <Defaults as clap::Parser>::parse_from(["coupon-api"]).limits
 }
 
 /// Starts an API with the admin token set. The first start also moves the

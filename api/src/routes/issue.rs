@@ -2,8 +2,9 @@
 //! `GET /coupons/{coupon_id}/issues/{user_id}`, its status.
 
 use crate::app::AppState;
+use crate::caller::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, BodyRejections, CouponPath, IssuePath};
+use crate::extract::{BodyRejections, CouponPath, IssuePath, OptionalJson, UserRejections};
 use crate::script::Decision;
 use crate::store;
 use crate::{lookup, rebuild};
@@ -17,12 +18,15 @@ use shared::redis_conn::RedisConn;
 use shared::{CouponId, IssueEvent, LegacyKeys, UserId};
 use utoipa::ToSchema;
 
-/// Who asks for the coupon.
+/// Who asks for the coupon. Required when the API trusts its caller; when it
+/// verifies JWTs the user is the token's `sub`, and the body may be `{}` or
+/// absent (a `user_id` other than the token's is `403 forbidden`).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueRequest {
-    #[schema(value_type = i64, minimum = 1)]
-    user_id: UserId,
+    #[serde(default)]
+    #[schema(value_type = i64, minimum = 1, required = true)]
+    user_id: Option<UserId>,
 }
 
 /// The request was accepted; MySQL is written shortly after.
@@ -56,17 +60,25 @@ pub enum IssueStatus {
     responses(
         (status = 202, body = Accepted, description = "accepted"),
         (status = 400, body = ErrorBody, description = "`invalid_request`"),
+        UserRejections,
         (status = 404, body = ErrorBody, description = "`coupon_not_found`"),
         (status = 409, body = ErrorBody, description = "`already_issued`, `sold_out`, `issue_period_not_started`, `issue_period_ended` or `issue_paused`"),
         BodyRejections,
+        (status = 429, body = ErrorBody, description = "`rate_limited`: this user or client asked too often; `Retry-After` says when to ask again",
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
         (status = 503, body = ErrorBody, description = "`unavailable`: retrying is safe"),
-    ))]
+    ),
+    security((), ("user_jwt" = [])))]
 pub async fn issue(
     State(app): State<AppState>,
+    caller: Caller,
     CouponPath(id): CouponPath,
-    body: Result<ApiJson<IssueRequest>, ApiError>,
+    body: Result<OptionalJson<IssueRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let result = decide(&app, id, body).await;
+    let result = match admit(&app, &caller, body) {
+        Ok(user) => decide(&app, id, user).await,
+        Err(err) => Err(err),
+    };
     let outcome = match &result {
         Ok(_) => "accepted",
         Err(err) => err.status_and_code().1,
@@ -75,17 +87,27 @@ pub async fn issue(
     Ok((StatusCode::ACCEPTED, Json(result?)))
 }
 
-async fn decide(
+/// The user an issue request is for, once every check made before Redis passed.
+fn admit(
     app: &AppState,
-    id: CouponId,
-    body: Result<ApiJson<IssueRequest>, ApiError>,
-) -> Result<Accepted, ApiError> {
-    let ApiJson(request) = body?;
+    caller: &Caller,
+    body: Result<OptionalJson<IssueRequest>, ApiError>,
+) -> Result<UserId, ApiError> {
+    let named = match body? {
+        OptionalJson(Some(request)) => request.user_id,
+        // Only a token can stand for an absent body.
+        OptionalJson(None) if app.identity.is_trusted() => return Err(ApiError::missing_json()),
+        OptionalJson(None) => None,
+    };
+    caller.admit(app, named)
+}
+
+async fn decide(app: &AppState, id: CouponId, user: UserId) -> Result<Accepted, ApiError> {
     let coupon = lookup::coupon(app, id).await?;
     // The period and the pause are the script's to judge, by Redis' clock.
     let event = IssueEvent {
         coupon_id: coupon.id,
-        user_id: request.user_id,
+        user_id: user,
         accepted_at_ms: Utc::now().timestamp_millis(),
         position: 0,
         trace: shared::telemetry::inject_context(&tracing::Span::current()),
@@ -93,19 +115,19 @@ async fn decide(
     .encode();
     let keys = &coupon.keys;
     let mut redis = app.redis();
-    let mut decision = app.script.run(&mut redis, keys, request.user_id, &event).await?;
+    let mut decision = app.script.run(&mut redis, keys, user, &event).await?;
     if decision == Decision::StateMissing && app.placement().expired(&coupon) {
         // Its state expired a retention after its period ended: nothing to rebuild.
         return Err(ApiError::Ended);
     }
     if decision == Decision::StateMissing {
         rebuild::rebuild(app, &coupon).await?;
-        decision = app.script.run(&mut redis, keys, request.user_id, &event).await?;
+        decision = app.script.run(&mut redis, keys, user, &event).await?;
     }
     match decision {
         Decision::Accepted { position } => Ok(Accepted {
             coupon_id: coupon.id,
-            user_id: request.user_id,
+            user_id: user,
             status: "accepted",
             position,
         }),
@@ -126,11 +148,19 @@ async fn decide(
     responses(
         (status = 200, body = IssueStatus),
         (status = 400, body = ErrorBody, description = "`invalid_request`: bad id"),
+        UserRejections,
         (status = 404, body = ErrorBody, description = "`coupon_not_found`, or `not_found`: no accepted request for this user"),
         (status = 503, body = ErrorBody, description = "`unavailable`"),
-    ))]
-pub async fn status(State(app): State<AppState>, path: IssuePath) -> Result<Json<IssueStatus>, ApiError> {
+    ),
+    security((), ("user_jwt" = [])))]
+pub async fn status(
+    State(app): State<AppState>,
+    caller: Caller,
+    path: IssuePath,
+) -> Result<Json<IssueStatus>, ApiError> {
     let IssuePath { coupon, user } = path;
+    // A token's user may read only their own status.
+    let user = caller.user(&app, Some(user))?;
     let coupon = lookup::coupon(&app, coupon).await?;
     if let Some(issued_at) = store::issued_at(&app.db, coupon.id, user).await? {
         return Ok(Json(IssueStatus::Issued { issued_at }));

@@ -81,7 +81,7 @@ pub async fn run(api: &Api, db: &MySqlPool, s: &SaleArgs) -> anyhow::Result<Sale
                     return (answers, last_202);
                 }
                 let user = offset.saturating_add(i64::try_from(n).unwrap_or(i64::MAX));
-                let answer = api.post_json(uri.clone(), body_for(user)).await;
+                let answer = api.post_issue(uri.clone(), user, body_for(user)).await;
                 if answers.record(&answer) {
                     last_202 = Some(Instant::now());
                 }

@@ -201,7 +201,7 @@ fn spawn_load(api: &Api, uris: Arc<Vec<Uri>>, live: Arc<Live>, s: &SpreadArgs) -
                     return (hot, trickle);
                 };
                 let user = offset.saturating_add(i64::try_from(n).unwrap_or(i64::MAX));
-                let answer = api.post_json(uri.clone(), body_for(user)).await;
+                let answer = api.post_issue(uri.clone(), user, body_for(user)).await;
                 let tally = if coupon < s.hot { &mut hot } else { &mut trickle };
                 if tally.record(&answer) {
                     live.accepted.fetch_add(1, Relaxed);
