@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts the whole system locally — Redis and MariaDB (installed and started if
 # missing), one coupon-api and two coupon-consumers — and runs a demo flash sale
-# with coupon-bench: USERS people (each asking twice) for QUANTITY coupons.
+# with coupon-bench: USERS people (each asking twice, with their JWT) for
+# QUANTITY coupons.
 # Prints what happened, then stops the services it started (KEEP=1 keeps them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,6 +15,14 @@ export ADMIN_TOKEN=${ADMIN_TOKEN:-demo-admin-token}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 export DATABASE_URL=${DATABASE_URL:-mysql://root@127.0.0.1:3306/coupon}
 export RUST_LOG=${RUST_LOG:-info}
+# Verified identity by default: the API checks an HS256 JWT on every issue
+# request and coupon-bench mints one per request (both read AUTH_JWT_SECRET).
+# AUTH=trusted runs the API in trusted-caller mode instead.
+if [ "${AUTH:-jwt}" = trusted ]; then
+  unset AUTH_JWT_SECRET
+else
+  export AUTH_JWT_SECRET=${AUTH_JWT_SECRET:-$(head -c 32 /dev/urandom | base64 | tr -d '\n')}
+fi
 RUN=.run/demo
 mkdir -p "$RUN"
 
@@ -43,7 +52,9 @@ done
 curl -fsS "http://127.0.0.1:$API_PORT/readyz" >/dev/null || { echo "coupon-api did not become ready; see $RUN/api.log"; exit 1; }
 echo "== API on http://127.0.0.1:$API_PORT, consumers' metrics on :9464 and :9465, logs in $RUN/"
 
-echo "== flash sale: $USERS users, each asking twice, for $QUANTITY coupons"
+identity="each request with its user's JWT"
+[ -n "${AUTH_JWT_SECRET:-}" ] || identity="trusted caller"
+echo "== flash sale: $USERS users, each asking twice, for $QUANTITY coupons ($identity)"
 ./target/release/coupon-bench --api-url "http://127.0.0.1:$API_PORT" --users "$USERS" --retries 1 \
   --quantity "$QUANTITY" --concurrency "$CONCURRENCY" --json "$RUN/summary.json"
 

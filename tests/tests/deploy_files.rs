@@ -186,6 +186,11 @@ fn the_apis_are_given_only_variables_coupon_api_accepts() {
         let env = app_environment(&compose, name, "coupon-api", &accepted);
         assert_eq!(env["LISTEN_ADDR"], "0.0.0.0:8080", "{name}");
         assert!(!secret(&compose, name, "ADMIN_TOKEN").is_empty(), "{name}");
+        // Verified identity: every API checks user JWTs with the same secret.
+        assert!(
+            secret(&compose, name, "AUTH_JWT_SECRET").len() >= 32,
+            "{name}: an HS256 secret of 32 bytes or more"
+        );
     }
 }
 

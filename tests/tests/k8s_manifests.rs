@@ -413,6 +413,11 @@ fn every_variable_given_to_a_binary_is_one_it_reads() {
                 referenced.insert(("Secret".to_string(), secret));
             }
         }
+        for volume in seq(&deployment["spec"]["template"]["spec"]["volumes"]) {
+            if let Some(config_map) = volume.get("configMap") {
+                referenced.insert(("ConfigMap".to_string(), scalar(&config_map["name"])));
+            }
+        }
         let unknown: Vec<_> = given.difference(&accepted).collect();
         assert!(
             unknown.is_empty(),
@@ -462,6 +467,32 @@ fn every_variable_given_to_a_binary_is_one_it_reads() {
             );
         }
     }
+}
+
+#[test]
+fn the_api_verifies_user_tokens_with_the_jwks_mounted_where_auth_jwks_file_points() {
+    let objects = objects();
+    let api = find(&objects, "Deployment", API);
+    let settings = find(&objects, "ConfigMap", "coupon-rush-api");
+    let path = scalar(&settings["data"]["AUTH_JWKS_FILE"]);
+    for claim in ["AUTH_JWT_ISSUER", "AUTH_JWT_AUDIENCE"] {
+        assert!(settings["data"].get(claim).is_some(), "{claim} is checked");
+    }
+    let (dir, file) = path.rsplit_once('/').unwrap();
+    let mount = seq(&container(api)["volumeMounts"])
+        .iter()
+        .find(|m| scalar(&m["mountPath"]) == dir)
+        .unwrap_or_else(|| panic!("AUTH_JWKS_FILE={path}: nothing is mounted at {dir}"));
+    assert_eq!(mount["readOnly"], true);
+    let volume = seq(&api["spec"]["template"]["spec"]["volumes"])
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mount's volume");
+    let jwks = find(&objects, "ConfigMap", &scalar(&volume["configMap"]["name"]));
+    let document: serde_json::Value =
+        serde_json::from_str(&scalar(&jwks["data"][file])).expect("the JWKS is JSON");
+    let keys = document["keys"].as_array().expect("a JWKS has `keys`");
+    assert!(!keys.is_empty() && keys.iter().all(|key| key["kid"].is_string()), "{document}");
 }
 
 #[test]
