@@ -35,6 +35,8 @@ stop_pid() {
   for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
   PIDS=("${keep[@]}")
 }
+# CPU time (user + system, in clock ticks) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 port_free() { ! ss -Htln "sport = :$1" | grep -q .; }
 
 # Opens the run's results directory $OUT (made absolute): the facts the
@@ -78,6 +80,13 @@ check_servers() {
   [ "$REDIS_PORT" != 6379 ] || die "REDIS_PORT must not be the machine's Redis (6379)"
   [[ $DB_NAME =~ ^[A-Za-z0-9_]+$ ]] || die "DB_NAME must be letters, digits and _"
   sql -e 'SELECT 1' >/dev/null || die "MariaDB does not answer on 127.0.0.1:3306 as root (deploy/local/services.sh)"
+}
+
+# wrk, installed from Debian's packages when missing.
+ensure_wrk() {
+  command -v wrk >/dev/null && return
+  log "installing wrk"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null || die "wrk is missing"
 }
 
 # The machine and the code, as facts: load, cores, CPU, kernel, server

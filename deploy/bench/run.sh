@@ -79,10 +79,7 @@ open_results bench
 for tool in redis-server redis-cli redis-benchmark mariadb curl jq python3 ss; do
   command -v "$tool" >/dev/null || die "$tool is missing (deploy/local/services.sh installs Redis and MariaDB)"
 done
-if ! command -v wrk >/dev/null; then
-  log "installing wrk"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null || die "wrk is missing"
-fi
+ensure_wrk
 for port in "$REDIS_PORT" "$API_PORT" "$CEILING_PORT" $((CONSUMER_METRICS_PORT + 1)) $((CONSUMER_METRICS_PORT + 2)); do
   port_free "$port" || die "port $port is taken (set REDIS_PORT, API_PORT, CEILING_PORT or CONSUMER_METRICS_PORT)"
 done
@@ -152,8 +149,6 @@ rcli UNLINK "$(ckey "$RB_COUPON" issued)" "$(pstream "$RB_COUPON")" >/dev/null
 # Samples a process's resident memory (KiB) every 0.25 s into a file until killed.
 sample_rss() { while kill -0 "$1" 2>/dev/null; do ps -o rss= -p "$1" >>"$2" 2>/dev/null || true; sleep 0.25; done; }
 max_of() { sort -n "$1" | tail -1; }
-# CPU time (user + system, in clock ticks) a process has used so far.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 wrk_run() { # label url duration [server pid]: also the server's and Redis's CPU ticks during the run
   local s0 r0
   s0=$(cpu_ticks "${4:-$$}")

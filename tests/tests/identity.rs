@@ -94,78 +94,40 @@ async fn every_bad_token_is_refused_401_with_a_bearer_challenge_and_changes_noth
         parts[1] = URL_SAFE_NO_PAD.encode(claims(&|c| c["sub"] = json!("8")).to_string());
         parts.join(".")
     };
+    let signed = |change: &dyn Fn(&mut Value)| Some(good.sign(&claims(change)).unwrap());
+    let without = |claim: &'static str| {
+        signed(&move |c: &mut Value| {
+            c.as_object_mut().unwrap().remove(claim);
+        })
+    };
     let bad: Vec<(&str, Option<String>)> = vec![
         ("no token", None),
         ("not a JWT", Some("not-a-jwt".into())),
         ("three dots of garbage", Some("a.b.c".into())),
         ("signed with another secret", Some(other_secret.token(7).unwrap())),
         ("its payload changed after signing", Some(tampered)),
-        (
-            "expired past the leeway",
-            Some(good.sign(&claims(&|c| c["exp"] = json!(now() - 120))).unwrap()),
-        ),
+        ("expired past the leeway", signed(&|c| c["exp"] = json!(now() - 120))),
         (
             "not valid before a minute from now",
-            Some(good.sign(&claims(&|c| c["nbf"] = json!(now() + 120))).unwrap()),
+            signed(&|c| c["nbf"] = json!(now() + 120)),
         ),
-        (
-            "no exp",
-            Some(
-                good.sign(&claims(&|c| _ = c.as_object_mut().unwrap().remove("exp")))
-                    .unwrap(),
-            ),
-        ),
-        (
-            "another issuer",
-            Some(good.sign(&claims(&|c| c["iss"] = json!("https://evil.test"))).unwrap()),
-        ),
-        (
-            "no issuer",
-            Some(
-                good.sign(&claims(&|c| _ = c.as_object_mut().unwrap().remove("iss")))
-                    .unwrap(),
-            ),
-        ),
-        (
-            "another audience",
-            Some(good.sign(&claims(&|c| c["aud"] = json!("someone-else"))).unwrap()),
-        ),
+        ("no exp", without("exp")),
+        ("another issuer", signed(&|c| c["iss"] = json!("https://evil.test"))),
+        ("no issuer", without("iss")),
+        ("another audience", signed(&|c| c["aud"] = json!("someone-else"))),
+        ("no audience", without("aud")),
         ("alg none", Some(unsigned(&claims(&|_| {})))),
         (
             "ES256 where the key is an HMAC secret",
             Some(es256.sign(&claims(&|_| {})).unwrap()),
         ),
-        (
-            "sub not a number",
-            Some(good.sign(&claims(&|c| c["sub"] = json!("alice"))).unwrap()),
-        ),
-        ("sub 0", Some(good.sign(&claims(&|c| c["sub"] = json!("0"))).unwrap())),
-        (
-            "sub negative",
-            Some(good.sign(&claims(&|c| c["sub"] = json!("-5"))).unwrap()),
-        ),
-        (
-            "sub past BIGINT",
-            Some(
-                good.sign(&claims(&|c| c["sub"] = json!("9223372036854775808")))
-                    .unwrap(),
-            ),
-        ),
-        (
-            "sub with a fraction",
-            Some(good.sign(&claims(&|c| c["sub"] = json!("7.0"))).unwrap()),
-        ),
-        (
-            "sub a JSON number",
-            Some(good.sign(&claims(&|c| c["sub"] = json!(7))).unwrap()),
-        ),
-        (
-            "no sub",
-            Some(
-                good.sign(&claims(&|c| _ = c.as_object_mut().unwrap().remove("sub")))
-                    .unwrap(),
-            ),
-        ),
+        ("sub not a number", signed(&|c| c["sub"] = json!("alice"))),
+        ("sub 0", signed(&|c| c["sub"] = json!("0"))),
+        ("sub negative", signed(&|c| c["sub"] = json!("-5"))),
+        ("sub past BIGINT", signed(&|c| c["sub"] = json!("9223372036854775808"))),
+        ("sub with a fraction", signed(&|c| c["sub"] = json!("7.0"))),
+        ("sub a JSON number", signed(&|c| c["sub"] = json!(7))),
+        ("no sub", without("sub")),
     ];
     for (what, token) in &bad {
         for body in [None, Some(json!({})), Some(json!({ "user_id": 7 }))] {
@@ -241,6 +203,26 @@ async fn a_token_issues_to_its_own_user_with_or_without_a_body_and_may_read_only
     assert_eq!((other.status, other.code()), (403, "forbidden"), "{}", other.body);
     let none = app.client.status_with(coupon, alice, None).await;
     assert_eq!((none.status, none.code()), (401, "unauthorized"));
+    app.finish(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_verified_before_is_refused_once_its_exp_passes() {
+    let env = Env::shared().await;
+    let app = app_with(&env, |config| {
+        config.identity.auth_jwt_secret = Some(SECRET.into());
+        config.identity.auth_jwt_leeway_s = 0;
+    })
+    .await;
+    let coupon = app.client.create_open_coupon(10).await;
+    let mut minter = Minter::hmac(SECRET.as_bytes());
+    minter.lifetime = Duration::from_secs(2);
+    let token = minter.token(77).unwrap();
+    assert_eq!(issue(&app, coupon, Some(&token), None).await.status, 202);
+    assert_eq!(issue(&app, coupon, Some(&token), None).await.code(), "already_issued");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let late = issue(&app, coupon, Some(&token), None).await;
+    assert_eq!((late.status, late.code()), (401, "unauthorized"), "{}", late.body);
     app.finish(&env).await;
 }
 

@@ -489,10 +489,12 @@ fn the_api_verifies_user_tokens_with_the_jwks_mounted_where_auth_jwks_file_point
         .find(|v| v["name"] == mount["name"])
         .expect("the mount's volume");
     let jwks = find(&objects, "ConfigMap", &scalar(&volume["configMap"]["name"]));
-    let document: serde_json::Value =
-        serde_json::from_str(&scalar(&jwks["data"][file])).expect("the JWKS is JSON");
+    let document: serde_json::Value = serde_json::from_str(&scalar(&jwks["data"][file])).expect("the JWKS is JSON");
     let keys = document["keys"].as_array().expect("a JWKS has `keys`");
-    assert!(!keys.is_empty() && keys.iter().all(|key| key["kid"].is_string()), "{document}");
+    assert!(
+        !keys.is_empty() && keys.iter().all(|key| key["kid"].is_string()),
+        "{document}"
+    );
 }
 
 #[test]

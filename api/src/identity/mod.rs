@@ -3,10 +3,12 @@
 //! one the API trusts the caller (a gateway that authenticated the user) and
 //! takes the id the request names.
 
+mod cache;
 mod keys;
 
 pub use keys::{IdentityConfig, KeyError};
 
+use cache::VerifiedTokens;
 use jsonwebtoken::{DecodingKey, Validation};
 use keys::{KeySet, VerifyingKey};
 use serde::Deserialize;
@@ -40,7 +42,10 @@ impl Identity {
     pub fn from_config(config: &IdentityConfig) -> Result<Self, KeyError> {
         Ok(match KeySet::load(config)? {
             None => Identity::Trusted,
-            Some(keys) => Identity::Verified(Box::new(Verifier { keys })),
+            Some(keys) => Identity::Verified(Box::new(Verifier {
+                keys,
+                verified: VerifiedTokens::new(VERIFIED_TOKENS),
+            })),
         })
     }
 
@@ -86,9 +91,13 @@ pub enum IdentityError {
     Unnamed,
 }
 
+/// Tokens remembered as verified (about 4 MiB).
+const VERIFIED_TOKENS: usize = 65_536;
+
 /// Verifies tokens against the configured keys.
 pub struct Verifier {
     keys: KeySet,
+    verified: VerifiedTokens,
 }
 
 /// The claims read from a verified token; `exp`, `nbf`, `iss` and `aud` are
@@ -96,23 +105,36 @@ pub struct Verifier {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    /// A NumericDate may have a fraction.
+    exp: f64,
 }
 
 impl Verifier {
     /// The token's user, if it is signed by a configured key with that key's
-    /// algorithm and its time, issuer and audience claims hold.
+    /// algorithm and its time, issuer and audience claims hold (or it did when
+    /// it was last verified, and its `exp` has not passed).
     pub fn verify(&self, token: &str) -> Result<UserId, AuthError> {
+        let digest = cache::digest(token);
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(user) = self.verified.get(&digest, now) {
+            return Ok(user);
+        }
         let VerifyingKey { key, validation } = self.keys.select(token)?;
-        decode_user(token, key, validation)
+        let (user, exp) = decode_user(token, key, validation)?;
+        self.verified
+            .insert(digest, user, exp.saturating_add(validation.leeway), now);
+        Ok(user)
     }
 }
 
-fn decode_user(token: &str, key: &DecodingKey, validation: &Validation) -> Result<UserId, AuthError> {
+/// The user a valid token is for, and its `exp`.
+fn decode_user(token: &str, key: &DecodingKey, validation: &Validation) -> Result<(UserId, u64), AuthError> {
     let claims = jsonwebtoken::decode::<Claims>(token, key, validation)?.claims;
     // Decimal digits only: a path id may be written `42.0`, a subject may not.
     let digits = !claims.sub.is_empty() && claims.sub.bytes().all(|b| b.is_ascii_digit());
-    digits
+    let user = digits
         .then(|| claims.sub.parse::<UserId>().ok())
         .flatten()
-        .ok_or(AuthError::BadSubject)
+        .ok_or(AuthError::BadSubject)?;
+    Ok((user, claims.exp as u64))
 }

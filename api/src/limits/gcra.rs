@@ -112,29 +112,18 @@ impl RateLimiter {
 
     /// Keys remembered now (for tests and the memory bound).
     pub fn tracked(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| {
-                shard
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .arrivals
-                    .len()
-            })
-            .sum()
+        self.sum(|shard| shard.arrivals.len())
     }
 
     /// Slots allocated for keys: fixed at construction.
     pub fn allocated(&self) -> usize {
+        self.sum(|shard| shard.arrivals.capacity())
+    }
+
+    fn sum(&self, of: impl Fn(&Shard) -> usize) -> usize {
         self.shards
             .iter()
-            .map(|shard| {
-                shard
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .arrivals
-                    .capacity()
-            })
+            .map(|shard| of(&shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())))
             .sum()
     }
 }
