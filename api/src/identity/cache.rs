@@ -12,9 +12,12 @@ use std::sync::Mutex;
 
 const SHARDS: usize = 16;
 
+/// A token's SHA-256 → what its verification found.
+type Shard = HashMap<[u8; 32], Verified>;
+
 /// Verified tokens and their users.
 pub struct VerifiedTokens {
-    shards: Box<[Mutex<HashMap<[u8; 32], Verified>>]>,
+    shards: Box<[Mutex<Shard>]>,
     capacity_per_shard: usize,
 }
 
@@ -55,7 +58,7 @@ impl VerifiedTokens {
         shard.insert(digest, Verified { user, until });
     }
 
-    fn shard(&self, digest: &[u8; 32]) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Verified>> {
+    fn shard(&self, digest: &[u8; 32]) -> std::sync::MutexGuard<'_, Shard> {
         // SHA-256 output is uniform: its first byte picks the shard.
         let index = usize::from(digest[0]) % SHARDS;
         // A poisoned lock only means a panic mid-insert: the map is still usable.
