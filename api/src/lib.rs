@@ -11,6 +11,8 @@
 //! - [`lookup`]: finding a coupon (memory → Redis → MySQL).
 //! - [`rebuild`]: publishing a new coupon's Redis state, and rebuilding a lost
 //!   one from MySQL in the background, fenced by the commit lease.
+//! - [`live`]: the live counters: one shared ticker per watched coupon, the
+//!   watcher bound, the end of every stream on shutdown.
 //! - [`script`]: the issue Lua script and its decisions.
 //! - [`store`]: creating coupons and the status query (neither on the issue path).
 //! - [`extract`]: JSON, path and admin-token extractors that answer with the API's errors.
@@ -25,6 +27,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod http_layer;
+pub mod live;
 pub mod lookup;
 pub mod openapi;
 pub mod rebuild;
