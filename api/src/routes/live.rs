@@ -8,8 +8,8 @@ use crate::live::{Admission, Feed, Snapshot};
 use crate::lookup;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::stream::{self, Stream};
-use std::convert::Infallible;
+use axum::response::IntoResponse;
+use futures::stream;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -31,10 +31,7 @@ const RECONNECT_AFTER: Duration = Duration::from_millis(2000);
         (status = 503, body = ErrorBody, description = "`unavailable`: this instance has as many watchers as \
             `LIVE_MAX_WATCHERS`, or is shutting down; another may take it"),
     ))]
-pub async fn live(
-    State(app): State<AppState>,
-    CouponPath(id): CouponPath,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+pub async fn live(State(app): State<AppState>, CouponPath(id): CouponPath) -> Result<impl IntoResponse, ApiError> {
     let coupon = lookup::coupon(&app, id).await?;
     let admission = app.live.admit().ok_or(ApiError::Unavailable(
         "this instance has as many live watchers as it takes",
@@ -47,9 +44,11 @@ pub async fn live(
     };
     let events = stream::unfold(watcher, |mut watcher| async move {
         let event = watcher.next().await?;
-        Some((Ok(event), watcher))
+        Some((Ok::<_, std::convert::Infallible>(event), watcher))
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(app.live_heartbeat)))
+    let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(app.live_heartbeat));
+    // nginx (and proxies that follow it) would buffer the events otherwise.
+    Ok(([("x-accel-buffering", "no")], sse))
 }
 
 /// One stream's state; dropping it (the client left) gives its place back.
