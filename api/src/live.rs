@@ -15,6 +15,7 @@
 //! streams that never end.
 
 use crate::app::AppState;
+use crate::error::ApiError;
 use crate::lookup::Cached;
 use crate::{rebuild, store};
 use serde::Serialize;
@@ -153,42 +154,68 @@ async fn tick(app: AppState, coupon: Arc<Cached>, feed: watch::Sender<Option<Sna
     let remaining = metrics::gauge!(shared::metrics::LIVE_REMAINING, "coupon_id" => coupon.id.to_string());
     let mut every = tokio::time::interval(TICK);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
+    let (mut failing, mut settled) = (false, false);
     loop {
         every.tick().await;
         if app.live.retire_if_unwatched(coupon.id, &feed) {
             return;
         }
-        match read(&app, &coupon).await {
-            Ok(Some(snapshot)) => {
-                failing = false;
-                remaining.set(snapshot.remaining as f64);
-                feed.send_if_modified(|latest| {
-                    let changed = latest.as_ref() != Some(&snapshot);
-                    *latest = Some(snapshot);
-                    changed
-                });
-            }
-            // Rebuilt meanwhile: the next tick reads it.
-            Ok(None) => {}
-            Err(err) => {
-                metrics::counter!(shared::metrics::REDIS_ERRORS, shared::metrics::LABEL_SERVICE => "api").increment(1);
-                // Watchers keep the last snapshot; one warning per failing spell.
-                match std::mem::replace(&mut failing, true) {
-                    false => tracing::warn!(coupon = %coupon.id, %err, "reading a live counter failed; retrying"),
-                    true => tracing::debug!(coupon = %coupon.id, %err, "reading a live counter failed"),
-                }
-            }
+        if settled {
+            continue;
         }
+        let reading = read(&app, &coupon).await;
+        if let Err(err) = &reading {
+            count_failure(&coupon, err, std::mem::replace(&mut failing, true));
+        }
+        let snapshot = match reading {
+            Ok(Reading::Live(snapshot)) => snapshot,
+            Ok(Reading::Final(snapshot)) => {
+                settled = true;
+                snapshot
+            }
+            // Rebuilt meanwhile: the next tick reads it. On a failure
+            // watchers keep the last snapshot.
+            Ok(Reading::Rebuilt) | Err(_) => continue,
+        };
+        failing = false;
+        remaining.set(snapshot.remaining as f64);
+        feed.send_if_modified(|latest| {
+            let changed = latest.as_ref() != Some(&snapshot);
+            *latest = Some(snapshot);
+            changed
+        });
     }
+}
+
+/// Counts a failed read by what failed, and warns once per failing spell.
+fn count_failure(coupon: &Cached, err: &ApiError, already_failing: bool) {
+    let name = match err {
+        ApiError::Database(_) => shared::metrics::MYSQL_ERRORS,
+        _ => shared::metrics::REDIS_ERRORS,
+    };
+    metrics::counter!(name, shared::metrics::LABEL_SERVICE => "api").increment(1);
+    match already_failing {
+        false => tracing::warn!(coupon = %coupon.id, %err, "reading a live counter failed; retrying"),
+        true => tracing::debug!(coupon = %coupon.id, %err, "reading a live counter failed"),
+    }
+}
+
+/// What one read found.
+enum Reading {
+    /// The coupon's live state in Redis.
+    Live(Snapshot),
+    /// Its Redis state expired a retention after the period: MySQL's count,
+    /// which nothing changes any more.
+    Final(Snapshot),
+    /// Redis had lost the state; it was rebuilt from MySQL.
+    Rebuilt,
 }
 
 /// The counter's one read per tick: the metadata the issue script reads, the
 /// issued set's size and Redis' clock, in one pipeline. When Redis lost the
-/// coupon's state it is rebuilt from MySQL first (`None`: read again next
-/// tick), as `GET /coupons/{coupon_id}` does; when it expired a retention after
-/// the period, MySQL's count is final.
-async fn read(app: &AppState, coupon: &Cached) -> Result<Option<Snapshot>, crate::error::ApiError> {
+/// coupon's state it is rebuilt from MySQL first, as `GET
+/// /coupons/{coupon_id}` does.
+async fn read(app: &AppState, coupon: &Cached) -> Result<Reading, ApiError> {
     let keys = &coupon.keys;
     let (meta, issued, (seconds, micros)): (Vec<Option<i64>>, i64, (i64, i64)) = redis::pipe()
         .hmget(
@@ -201,26 +228,28 @@ async fn read(app: &AppState, coupon: &Cached) -> Result<Option<Snapshot>, crate
         .await?;
     let now_ms = seconds * 1000 + micros / 1000;
     if let [Some(total), Some(start_ms), Some(end_ms), paused] = meta[..] {
-        return Ok(Some(snapshot(
+        let period = Period::at(now_ms, start_ms, end_ms);
+        return Ok(Reading::Live(snapshot(
             coupon,
             total,
             issued,
-            Period::at(now_ms, start_ms, end_ms),
+            period,
             paused == Some(1),
         )));
     }
     if app.placement().expired(coupon) {
         let issued = store::issued_quantity(&app.db, coupon.id).await?;
-        return Ok(Some(snapshot(
+        let total = coupon.total_quantity;
+        return Ok(Reading::Final(snapshot(
             coupon,
-            coupon.total_quantity,
+            total,
             issued,
             Period::Ended,
             coupon.paused,
         )));
     }
     rebuild::rebuild(app, coupon).await?;
-    Ok(None)
+    Ok(Reading::Rebuilt)
 }
 
 fn snapshot(coupon: &Cached, total: i64, issued: i64, period: Period, paused: bool) -> Snapshot {

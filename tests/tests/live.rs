@@ -117,6 +117,30 @@ async fn the_period_state_turns_open_when_the_sale_starts() {
     app.finish(&env).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coupon_whose_redis_state_expired_shows_mysqls_count_as_ended() {
+    let (env, app) = spawn::spawn_shared_app().await;
+    let now = chrono::Utc::now();
+    // Ended longer ago than the retention (a week): Redis holds nothing of it.
+    let (status, body) = app
+        .client
+        .create_coupon(json!({"name": "last month", "total_quantity": 4,
+            "issue_start": (now - chrono::Duration::days(30)).to_rfc3339(),
+            "issue_end": (now - chrono::Duration::days(20)).to_rfc3339()}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let coupon = body["id"].as_i64().unwrap();
+    let mut watcher = sse::open(&reqwest::Client::new(), &live_url(&app.client.base, coupon))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_data(&mut watcher, Duration::from_secs(2)).await,
+        json!({"coupon_id": coupon, "total_quantity": 4, "issued_quantity": 0, "remaining": 4,
+            "period": "ended", "paused": false})
+    );
+    app.finish(&env).await;
+}
+
 /// Counter commands per second Redis ran over `window`.
 async fn counter_rate(redis: &mut redis::aio::ConnectionManager, window: Duration) -> f64 {
     let before = command_calls(redis, &COUNTER_COMMANDS).await;
