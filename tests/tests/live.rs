@@ -94,21 +94,32 @@ async fn a_watcher_is_told_the_count_at_once_then_each_change_and_hears_a_heartb
     app.finish(&env).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_period_state_turns_open_when_the_sale_starts() {
-    let (env, app) = spawn::spawn_shared_app().await;
+/// Creates a coupon whose period starts and ends at these offsets from now,
+/// and opens a watcher of it.
+async fn watch_new_coupon(
+    app: &spawn::TestApp,
+    quantity: i64,
+    (start, end): (chrono::Duration, chrono::Duration),
+) -> (i64, EventStream) {
     let now = chrono::Utc::now();
     let (status, body) = app
         .client
-        .create_coupon(json!({"name": "soon", "total_quantity": 5,
-            "issue_start": (now + chrono::Duration::milliseconds(1500)).to_rfc3339(),
-            "issue_end": (now + chrono::Duration::hours(1)).to_rfc3339()}))
+        .create_coupon(json!({"name": "watched", "total_quantity": quantity,
+            "issue_start": (now + start).to_rfc3339(), "issue_end": (now + end).to_rfc3339()}))
         .await;
     assert_eq!(status, 201, "{body}");
     let coupon = body["id"].as_i64().unwrap();
-    let mut watcher = sse::open(&reqwest::Client::new(), &live_url(&app.client.base, coupon))
+    let watcher = sse::open(&reqwest::Client::new(), &live_url(&app.client.base, coupon))
         .await
         .unwrap();
+    (coupon, watcher)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_period_state_turns_open_when_the_sale_starts() {
+    let (env, app) = spawn::spawn_shared_app().await;
+    let from_now = (chrono::Duration::milliseconds(1500), chrono::Duration::hours(1));
+    let (_, mut watcher) = watch_new_coupon(&app, 5, from_now).await;
     assert_eq!(
         next_data(&mut watcher, Duration::from_secs(2)).await["period"],
         "not_started"
@@ -120,19 +131,9 @@ async fn the_period_state_turns_open_when_the_sale_starts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coupon_whose_redis_state_expired_shows_mysqls_count_as_ended() {
     let (env, app) = spawn::spawn_shared_app().await;
-    let now = chrono::Utc::now();
     // Ended longer ago than the retention (a week): Redis holds nothing of it.
-    let (status, body) = app
-        .client
-        .create_coupon(json!({"name": "last month", "total_quantity": 4,
-            "issue_start": (now - chrono::Duration::days(30)).to_rfc3339(),
-            "issue_end": (now - chrono::Duration::days(20)).to_rfc3339()}))
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let coupon = body["id"].as_i64().unwrap();
-    let mut watcher = sse::open(&reqwest::Client::new(), &live_url(&app.client.base, coupon))
-        .await
-        .unwrap();
+    let from_now = (-chrono::Duration::days(30), -chrono::Duration::days(20));
+    let (coupon, mut watcher) = watch_new_coupon(&app, 4, from_now).await;
     assert_eq!(
         next_data(&mut watcher, Duration::from_secs(2)).await,
         json!({"coupon_id": coupon, "total_quantity": 4, "issued_quantity": 0, "remaining": 4,
