@@ -50,6 +50,11 @@ pub async fn open(http: &reqwest::Client, url: &str) -> Result<EventStream, (u16
 }
 
 impl EventStream {
+    /// A header of the answer that opened the stream.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.response.headers().get(name)?.to_str().ok()
+    }
+
     /// The next message; after [`Message::Ended`] or [`Message::Broken`], that again.
     pub async fn next(&mut self) -> Message {
         loop {

@@ -53,6 +53,11 @@ async fn a_watcher_is_told_the_count_at_once_then_each_change_and_hears_a_heartb
     );
 
     let mut first = sse::open(&http, &live_url(&app.client.base, coupon)).await.unwrap();
+    assert_eq!(
+        first.header("x-accel-buffering"),
+        Some("no"),
+        "nginx must not buffer the events"
+    );
     let now = next_data(&mut first, Duration::from_secs(2)).await;
     assert_eq!(
         now,
@@ -138,6 +143,36 @@ async fn a_coupon_whose_redis_state_expired_shows_mysqls_count_as_ended() {
         next_data(&mut watcher, Duration::from_secs(2)).await,
         json!({"coupon_id": coupon, "total_quantity": 4, "issued_quantity": 0, "remaining": 4,
             "period": "ended", "paused": false})
+    );
+    app.finish(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_coupon_whose_redis_state_was_lost_is_rebuilt_by_its_ticker() {
+    let (env, app) = spawn::spawn_shared_app().await;
+    let from_now = (-chrono::Duration::minutes(1), chrono::Duration::hours(1));
+    let (coupon, mut watcher) = watch_new_coupon(&app, 6, from_now).await;
+    assert_eq!(
+        next_data(&mut watcher, Duration::from_secs(2)).await["remaining"],
+        json!(6)
+    );
+    let keys = integration_tests::keys(coupon);
+    let mut redis = env.redis().await;
+    let () = redis::cmd("DEL").arg(&keys.meta).query_async(&mut redis).await.unwrap();
+    wait::until(Duration::from_secs(20), "the metadata rebuilt from MySQL", || {
+        let mut redis = redis.clone();
+        let meta = keys.meta.clone();
+        async move {
+            let exists: bool = redis::cmd("EXISTS").arg(&meta).query_async(&mut redis).await.unwrap();
+            exists.then_some(())
+        }
+    })
+    .await;
+    assert_eq!(app.client.issue(coupon, 11).await.0, 202);
+    let after = next_data(&mut watcher, Duration::from_secs(5)).await;
+    assert_eq!(
+        (after["issued_quantity"].as_i64(), after["remaining"].as_i64()),
+        (Some(1), Some(5))
     );
     app.finish(&env).await;
 }
