@@ -33,6 +33,10 @@ pub struct Inner {
     pub metrics_apart: bool,
     /// The coupon state rebuilds this process runs in the background.
     pub rebuilds: crate::rebuild::Rebuilds,
+    /// The live counters' tickers and watchers (shared with the shutdown).
+    pub live: Arc<crate::live::Hub>,
+    /// How often an idle live stream sends a heartbeat.
+    pub live_heartbeat: std::time::Duration,
 }
 
 impl std::ops::Deref for AppState {

@@ -61,6 +61,15 @@ pub struct ApiConfig {
     /// port), so that it need not be public.
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    /// Live counter streams (`GET /coupons/{coupon_id}/live`) served at once
+    /// by this instance; past it they answer 503. Each holds a connection:
+    /// keep it well below `MAX_CONNECTIONS`, so buyers still get one.
+    #[arg(long, env = "LIVE_MAX_WATCHERS", default_value_t = 5_000)]
+    pub live_max_watchers: u32,
+    /// How often a live stream with nothing new sends a heartbeat (a comment
+    /// line), so proxies and clients see it alive (ms).
+    #[arg(long, env = "LIVE_HEARTBEAT_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub live_heartbeat_ms: u64,
     #[command(flatten)]
     pub identity: IdentityConfig,
     #[command(flatten)]
@@ -151,6 +160,10 @@ impl ApiConfig {
         Duration::from_millis(self.header_read_timeout_ms)
     }
 
+    pub fn live_heartbeat(&self) -> Duration {
+        Duration::from_millis(self.live_heartbeat_ms)
+    }
+
     /// The effective configuration for the start-up log line, secrets masked.
     pub fn summary(&self) -> String {
         let admin_token = if self.admin_token.is_some() { "set" } else { "unset" };
@@ -165,6 +178,8 @@ impl ApiConfig {
             ("rate_limit_user_burst", &self.limits.rate_limit_user_burst),
             ("rate_limit_ip_per_s", &self.limits.rate_limit_ip_per_s),
             ("trusted_proxies", &self.limits.trusted_proxies.len()),
+            ("live_max_watchers", &self.live_max_watchers),
+            ("live_heartbeat_ms", &self.live_heartbeat_ms),
         ])
     }
 }

@@ -11,6 +11,8 @@
 //! - [`lookup`]: finding a coupon (memory → Redis → MySQL).
 //! - [`rebuild`]: publishing a new coupon's Redis state, and rebuilding a lost
 //!   one from MySQL in the background, fenced by the commit lease.
+//! - [`live`]: the live counters: one shared ticker per watched coupon, the
+//!   watcher bound, the end of every stream on shutdown.
 //! - [`script`]: the issue Lua script and its decisions.
 //! - [`store`]: creating coupons and the status query (neither on the issue path).
 //! - [`identity`]: who asks: a verified JWT's `sub`, or the trusted caller's word.
@@ -32,6 +34,7 @@ pub mod extract;
 pub mod http_layer;
 pub mod identity;
 pub mod limits;
+pub mod live;
 pub mod lookup;
 pub mod openapi;
 pub mod rebuild;

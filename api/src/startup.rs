@@ -25,6 +25,8 @@ pub struct Application {
     limits: Limits,
     /// `METRICS_ADDR`'s listener and router, when `/metrics` is served apart.
     metrics: Option<(TcpListener, axum::Router)>,
+    /// Its live streams end when shutdown starts: they would never end by themselves.
+    live: Arc<crate::live::Hub>,
 }
 
 impl Application {
@@ -41,6 +43,10 @@ impl Application {
             Identity::Verified(_) => tracing::info!(identity = %identity.describe(), "verifying user tokens"),
         }
         let Connections { db, redis, layout } = shared::startup::connect(&config.common, Mysql::Lazily).await?;
+        // First: what is recorded before the recorder is installed is lost.
+        let metrics = shared::metrics::install();
+        shared::metrics::count_errors_from_zero("api");
+        let live = Arc::new(crate::live::Hub::new(config.live_max_watchers as usize));
         let state = AppState(Arc::new(Inner {
             redis,
             db,
@@ -51,9 +57,11 @@ impl Application {
             identity,
             limits: RateLimits::from_config(&config.limits),
             admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
-            metrics: shared::metrics::install(),
+            metrics,
             metrics_apart: config.metrics_addr.is_some(),
             rebuilds: Default::default(),
+            live: live.clone(),
+            live_heartbeat: config.live_heartbeat(),
         }));
         let listener = bind(&config.listen_addr).await?;
         let metrics = match &config.metrics_addr {
@@ -68,6 +76,7 @@ impl Application {
                 header_read_timeout: config.header_read_timeout(),
             },
             metrics,
+            live,
         })
     }
 
@@ -95,8 +104,10 @@ impl Application {
                 until_stopped(stopped.clone()),
             ))
         });
+        let live = self.live;
         tokio::spawn(async move {
             shutdown.await;
+            live.shut_down();
             let _ = stop.send(true);
         });
         serve::serve(self.listener, self.router, self.limits, until_stopped(stopped)).await;

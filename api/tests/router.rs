@@ -56,6 +56,8 @@ fn router(admin_token: Option<&str>) -> Router {
         metrics: shared::metrics::install(),
         metrics_apart: false,
         rebuilds: Default::default(),
+        live: Arc::new(api::live::Hub::new(10)),
+        live_heartbeat: Duration::from_secs(15),
     }));
     api::routes::router(state, Duration::from_secs(3))
 }

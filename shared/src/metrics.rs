@@ -51,6 +51,13 @@ pub const RATE_LIMIT_UNTRACKED: &str = "coupon_api_rate_limit_untracked_total";
 /// Issue and status requests refused `401`/`403` by identity, labelled `reason`.
 pub const AUTH_REFUSED: &str = "coupon_api_auth_refused_total";
 
+/// Live counter streams open on an API instance.
+pub const LIVE_WATCHERS: &str = "coupon_live_watchers";
+/// A watched coupon's remaining quantity as its live ticker last read it,
+/// labelled `coupon_id`: only coupons someone watches on that instance (a
+/// coupon's series stays at its last value when its watchers leave).
+pub const LIVE_REMAINING: &str = "coupon_live_remaining";
+
 /// The label naming the binary that recorded a sample (`api`, `consumer`), on
 /// the metrics both record.
 pub const LABEL_SERVICE: &str = "service";
@@ -63,6 +70,16 @@ const LAG_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
+
+/// Shows the Redis and MySQL error counters of `service` (a
+/// [`LABEL_SERVICE`] value) at 0 from the start: a dashboard then draws 0
+/// rather than no data, and `rate()` sees the first error (a series that
+/// appears at 1 has no increase to see).
+pub fn count_errors_from_zero(service: &'static str) {
+    for name in [REDIS_ERRORS, MYSQL_ERRORS] {
+        metrics::counter!(name, LABEL_SERVICE => service).increment(0);
+    }
+}
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

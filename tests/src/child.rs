@@ -79,6 +79,24 @@ pub fn has_exited(child: &mut Child) -> bool {
     !matches!(child.try_wait(), Ok(None))
 }
 
+/// Raises this process' open-file limit to its hard limit (children started
+/// afterwards inherit it): thousands of connections need thousands of
+/// descriptors, and the soft limit is often 1024. Returns the limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    let pid = std::process::id().to_string();
+    let hard = Command::new("prlimit")
+        .args(["--pid", &pid, "--nofile", "--output", "HARD", "--noheadings"])
+        .output()
+        .expect("running prlimit (util-linux)");
+    let hard = String::from_utf8_lossy(&hard.stdout).trim().to_string();
+    let status = Command::new("prlimit")
+        .args(["--pid", &pid, &format!("--nofile={hard}:{hard}")])
+        .status()
+        .expect("running prlimit");
+    assert!(status.success(), "prlimit --nofile={hard} failed");
+    hard.parse().unwrap_or(u64::MAX)
+}
+
 /// Sends `signal` (`-STOP`, `-CONT`) to a process.
 pub fn signal(pid: u32, signal: &str) {
     let status = std::process::Command::new("kill")

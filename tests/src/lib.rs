@@ -8,6 +8,7 @@
 //! - [`otlp`]: a real OTLP/HTTP receiver that decodes exported spans.
 //! - [`repo_files`]: the repository's own files, for the deployment-file checks.
 //! - [`scrape`]: reading a `/metrics` answer.
+//! - [`sse`]: reading a Server-Sent Events stream (the live counter).
 //! - [`cluster`]: a private three-master Redis Cluster with one replica.
 //! - [`servers`]: private `redis-server` / `mariadbd` processes for fault and TLS tests.
 //! - [`pki`]: a test's own CA and server certificate (and a wrong CA), as PEM files.
@@ -29,6 +30,7 @@ pub mod repo_files;
 pub mod scrape;
 pub mod servers;
 pub mod spawn;
+pub mod sse;
 pub mod wait;
 
 use shared::{CouponId, CouponKeys};

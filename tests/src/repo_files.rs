@@ -57,6 +57,26 @@ fn variables(config_sources: &[&str], surely: [&str; 2]) -> BTreeSet<String> {
     accepted
 }
 
+/// Runs `promtool args` in `dir`; panics with its output unless it succeeds.
+/// `promtool` comes with the Debian package `prometheus`
+/// (`deploy/local/services.sh` installs it).
+pub fn promtool(dir: &Path, args: &[&str]) -> String {
+    let output = std::process::Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("running promtool: {e}; install it with deploy/local/services.sh (Debian package `prometheus`)")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "promtool {args:?} failed:\n{text}");
+    text
+}
+
 /// A YAML scalar as text: a string as it is, anything else as YAML writes it
 /// (`30s`, `8080`, `true`).
 pub fn scalar(value: &Value) -> String {

@@ -291,6 +291,25 @@ impl PrivateServer<Redis> {
     }
 }
 
+/// How many times Redis ran each of `commands` (lower case, as `INFO
+/// commandstats` names them) since it started, in total: on a test's own
+/// Redis, what the code under test cost it.
+pub async fn command_calls(redis: &mut impl redis::aio::ConnectionLike, commands: &[&str]) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(redis)
+        .await
+        .expect("INFO commandstats");
+    let calls = |command: &str| -> u64 {
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    commands.iter().map(|command| calls(command)).sum()
+}
+
 /// `mariadbd` on a data directory that `mariadb-install-db` made; with
 /// [`ServerTls`], TLS and nothing else (`require_secure_transport`).
 pub struct MariaDb {

@@ -196,6 +196,8 @@ pub fn api_config(env: &Env, admin_token: Option<&str>) -> api::ApiConfig {
         metrics_addr: None,
         identity: Default::default(),
         limits: default_limits(),
+        live_max_watchers: 5_000,
+        live_heartbeat_ms: 15_000,
         common: env.common_config(),
     }
 }

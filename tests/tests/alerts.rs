@@ -6,32 +6,13 @@
 //! it); without it these tests fail, they never skip.
 
 use integration_tests::child::TempDir;
-use integration_tests::repo_files::{read, root, scalar};
+use integration_tests::repo_files::{promtool, read, root, scalar};
+use integration_tests::scrape::{base_name, named_in};
 use serde_norway::Value;
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::Command;
 
 const RULES: &str = "deploy/prometheus/alerts.yml";
 const RULE_TESTS: &str = "deploy/prometheus/alerts_test.yml";
-
-/// Runs `promtool args` in `dir`; panics with its output unless it succeeds.
-fn promtool(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("promtool")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("running promtool: {e}; install it with deploy/local/services.sh (Debian package `prometheus`)")
-        });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "promtool {args:?} failed:\n{text}");
-    text
-}
 
 fn yaml(relative: &str) -> Value {
     serde_norway::from_str(&read(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
@@ -83,25 +64,13 @@ fn promtool_unit_tests_show_each_alert_firing_and_staying_quiet() {
 #[test]
 fn the_alerts_read_only_metrics_the_binaries_record() {
     let recorded = read("shared/src/metrics.rs");
-    let mut named = BTreeSet::new();
-    for rule in rules() {
-        let expr = scalar(&rule["expr"]);
-        let mut rest = expr.as_str();
-        while let Some(at) = rest.find("coupon_") {
-            let name: String = rest[at..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            rest = &rest[at + name.len()..];
-            named.insert(name);
-        }
-    }
+    let named: BTreeSet<String> = rules()
+        .iter()
+        .flat_map(|rule| named_in(&scalar(&rule["expr"])))
+        .collect();
     assert!(named.len() >= 3, "{named:?}");
     for name in named {
-        let base = ["_bucket", "_count", "_sum"]
-            .iter()
-            .find_map(|suffix| name.strip_suffix(suffix))
-            .unwrap_or(&name);
+        let base = base_name(&name);
         assert!(
             recorded.contains(&format!("\"{base}\"")),
             "{name} is not a metric of shared/src/metrics.rs"

@@ -9,7 +9,7 @@ use serde_norway::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 const APPS: [&str; 4] = ["api1", "api2", "consumer1", "consumer2"];
-const SERVICES: [&str; 9] = [
+const SERVICES: [&str; 10] = [
     "redis",
     "mysql",
     "jaeger",
@@ -19,6 +19,7 @@ const SERVICES: [&str; 9] = [
     "consumer1",
     "consumer2",
     "prometheus",
+    "grafana",
 ];
 
 /// compose.yaml with its `<<:` merge keys applied, as Compose reads it.

@@ -7,6 +7,7 @@
 
 pub mod coupons;
 pub mod issue;
+pub mod live;
 pub mod ops;
 
 use crate::app::AppState;
@@ -33,6 +34,7 @@ pub fn declared() -> OpenApiRouter<AppState> {
     let issue = OpenApiRouter::new()
         .routes(routes!(issue::issue))
         .routes(routes!(issue::status));
+    let live = OpenApiRouter::new().routes(routes!(live::live));
     let ops = OpenApiRouter::new()
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
@@ -41,6 +43,7 @@ pub fn declared() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(crate::openapi::base())
         .merge(tagged("coupons", coupons))
         .merge(tagged("issue", issue))
+        .merge(tagged("live", live))
         .merge(tagged("ops", ops))
 }
 

@@ -21,6 +21,7 @@ impl Worker {
         let _keep_alive = self.keep_alive();
         let _lag = self.watch_lag();
         crate::dead_letter::count_from_zero();
+        shared::metrics::count_errors_from_zero("consumer");
         let health = self.health.clone();
         let mut backoff = Backoff::new(self.settings.claim_idle / 2);
         let mut batch = loop {
