@@ -1,7 +1,6 @@
 //! The shared application state every handler receives.
 
 use crate::lookup::CouponCache;
-use crate::script::IssueScript;
 use shared::metrics::PrometheusHandle;
 use shared::redis_conn::RedisConn;
 use sqlx::MySqlPool;
@@ -21,7 +20,8 @@ pub struct Inner {
     pub retention: std::time::Duration,
     /// The memory tier of [`crate::lookup::coupon`].
     pub cache: CouponCache,
-    pub script: IssueScript,
+    /// Decides issue requests, a batch per coupon per script call.
+    pub admission: crate::admission::Admission,
     /// `None`: admin endpoints answer 403.
     pub admin_token: Option<String>,
     pub metrics: PrometheusHandle,

@@ -61,6 +61,14 @@ pub struct ApiConfig {
     /// port), so that it need not be public.
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    /// Replicas an acceptance must reach (Redis `WAIT`) before it is answered
+    /// 202; 0 answers as soon as the master has it.
+    #[arg(long, env = "REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u32,
+    /// How long `WAIT` may take before the acceptances it covers are answered
+    /// 503 (ms).
+    #[arg(long, env = "REDIS_WAIT_TIMEOUT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub redis_wait_timeout_ms: u64,
     #[command(flatten)]
     pub common: CommonConfig,
 }
@@ -79,6 +87,14 @@ impl ApiConfig {
         Duration::from_millis(self.request_timeout_ms)
     }
 
+    /// `REDIS_WAIT_REPLICAS` and its timeout, if set.
+    pub fn durable(&self) -> Option<crate::admission::Durable> {
+        (self.redis_wait_replicas > 0).then(|| crate::admission::Durable {
+            replicas: self.redis_wait_replicas,
+            timeout: Duration::from_millis(self.redis_wait_timeout_ms),
+        })
+    }
+
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms)
     }
@@ -93,6 +109,8 @@ impl ApiConfig {
             ("max_connections", &self.max_connections),
             ("header_read_timeout_ms", &self.header_read_timeout_ms),
             ("metrics_addr", &self.metrics_addr.as_deref().unwrap_or("the API's")),
+            ("redis_wait_replicas", &self.redis_wait_replicas),
+            ("redis_wait_timeout_ms", &self.redis_wait_timeout_ms),
         ])
     }
 }

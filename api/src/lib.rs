@@ -1,8 +1,10 @@
 //! `coupon-api`: the HTTP API of coupon-rush.
 //!
-//! A request is validated against the in-process coupon cache, then decided by
-//! one Redis Lua script that checks duplicates and quantity, records the user and
-//! appends the issue event to the coupon's stream. MySQL is never on that path.
+//! A request is validated against the in-process coupon cache, then decided
+//! with the other requests for its coupon that arrived meanwhile by one Redis
+//! Lua script call that checks duplicates and quantity, records the users and
+//! appends their issue events to the coupon's stream ([`admission`]), or, once
+//! the coupon is sold out, by this process alone. MySQL is never on that path.
 //!
 //! # Layout
 //! - [`startup`]: `Application::build(config)` binds; `run_until(shutdown)` serves.
@@ -11,7 +13,9 @@
 //! - [`lookup`]: finding a coupon (memory → Redis → MySQL).
 //! - [`rebuild`]: publishing a new coupon's Redis state, and rebuilding a lost
 //!   one from MySQL in the background, fenced by the commit lease.
-//! - [`script`]: the issue Lua script and its decisions.
+//! - [`admission`]: batching a coupon's requests into one script call, the
+//!   sold-out memory, `WAIT` for replicas.
+//! - [`script`]: the issue Lua scripts and their decisions.
 //! - [`store`]: creating coupons and the status query (neither on the issue path).
 //! - [`extract`]: JSON, path and admin-token extractors that answer with the API's errors.
 //! - [`error`]: the one error type and its status codes.
@@ -19,6 +23,7 @@
 //! - [`openapi`]: the OpenAPI document, generated from the route declarations.
 //! - [`config`]: the configuration (env + flags).
 
+pub mod admission;
 pub mod amend;
 pub mod app;
 pub mod config;

@@ -4,7 +4,6 @@ use crate::app::{AppState, Inner};
 use crate::config::ApiConfig;
 use crate::lookup::CouponCache;
 use crate::routes;
-use crate::script::IssueScript;
 use crate::serve::{self, Limits};
 use shared::startup::{Connections, Mysql};
 use std::future::Future;
@@ -28,13 +27,22 @@ pub struct Application {
 impl Application {
     pub async fn build(config: &ApiConfig) -> Result<Self, StartError> {
         let Connections { db, redis, layout } = shared::startup::connect(&config.common, Mysql::Lazily).await?;
+        // WAIT holds its connection until the replicas answer: batches that
+        // wait get a connection of their own, with room for WAIT's timeout.
+        let admission_redis = match config.durable() {
+            Some(durable) => {
+                let timeout = config.common.redis.timeout() + durable.timeout;
+                shared::startup::redis_connection(&config.common, timeout).await?
+            }
+            None => redis.clone(),
+        };
         let state = AppState(Arc::new(Inner {
             redis,
             db,
             layout,
             retention: config.common.redis.retention(),
             cache: CouponCache::new(layout),
-            script: IssueScript::default(),
+            admission: crate::admission::Admission::new(admission_redis, config.durable()),
             admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
             metrics: shared::metrics::install(),
             metrics_apart: config.metrics_addr.is_some(),

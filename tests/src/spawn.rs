@@ -194,6 +194,8 @@ pub fn api_config(env: &Env, admin_token: Option<&str>) -> api::ApiConfig {
         max_connections: 10_000,
         header_read_timeout_ms: 10_000,
         metrics_addr: None,
+        redis_wait_replicas: 0,
+        redis_wait_timeout_ms: 1000,
         common: env.common_config(),
     }
 }
