@@ -1,6 +1,7 @@
 //! Operating a live sale through the admin API, with two API instances on one
 //! Redis and MySQL: pause and resume, end now, extend, raise the quantity, all
-//! in force on the other instance at once; what the rules refuse changes
+//! in force on the other instance at once (within a second for a coupon that
+//! instance saw sold out and answers from memory); what the rules refuse changes
 //! nothing; listing pages through every coupon; and a change that reached
 //! MySQL but not Redis is repaired by the next PATCH or by a rebuild.
 
