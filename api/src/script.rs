@@ -108,7 +108,6 @@ impl Default for BatchScript {
 impl BatchScript {
     /// Decides `requests` (user and issue event, in arrival order) in one call:
     /// each answer is the one `lua/issue.lua` would give them one by one.
-    #[tracing::instrument(target = "coupon_rush::trace", name = "EVALSHA admit", skip_all, fields(db.system.name = "redis", db.system = "redis", db.operation.name = "EVALSHA", otel.kind = "client", batch = requests.len()))]
     pub async fn run(
         &self,
         redis: &mut impl redis::aio::ConnectionLike,

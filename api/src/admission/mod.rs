@@ -30,6 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// The most requests one script call decides (the rest wait for the next).
 const MAX_BATCH: usize = 512;
@@ -119,7 +120,10 @@ impl Admission {
         if start {
             tokio::spawn(drain(self.0.clone(), lane));
         }
-        match answer.await {
+        // The request's Redis span covers its wait for the batch that decides it
+        // (a batch serves many traces, so the call itself is no one's child).
+        let span = tracing::info_span!(target: "coupon_rush::trace", "EVALSHA issue", db.system.name = "redis", db.system = "redis", db.operation.name = "EVALSHA", otel.kind = "client");
+        match answer.instrument(span).await {
             Ok(Ok(decision)) => Ok(decision),
             Ok(Err(Failure::Redis(err))) => Err(ApiError::Redis(err)),
             Ok(Err(Failure::NotReplicated)) => Err(ApiError::Unavailable(
