@@ -193,7 +193,7 @@ proptest! {
             let coupon = open_coupon(&keys, quantity);
             // join_all polls in order: each request joins the queue in list order.
             let got = futures::future::join_all(users.iter().map(|&u| {
-                admission.admit(&coupon, &keys, UserId::new(u).unwrap(), keys.meta.as_bytes().to_vec())
+                admission.admit(&coupon, &keys, UserId::new(u).unwrap(), || keys.meta.as_bytes().to_vec())
             })).await;
             let mut model = Model::default();
             for (&user, got) in users.iter().zip(got) {

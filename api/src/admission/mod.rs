@@ -94,14 +94,15 @@ impl Admission {
         }))
     }
 
-    /// Decides `user`'s request for `coupon` (`event` is appended to the
-    /// stream if accepted), in arrival order with the process's other requests.
+    /// Decides `user`'s request for `coupon` (the `event` it makes is appended
+    /// to the stream if accepted; an answer from memory never makes it), in
+    /// arrival order with the process's other requests.
     pub async fn admit(
         &self,
         coupon: &Coupon,
         keys: &CouponKeys,
         user: UserId,
-        event: Vec<u8>,
+        event: impl FnOnce() -> Vec<u8>,
     ) -> Result<Decision, ApiError> {
         let lane = self.lane(coupon.id, keys);
         if !coupon.paused {
@@ -111,6 +112,7 @@ impl Admission {
                 None => {}
             }
         }
+        let event = event();
         let (reply, answer) = oneshot::channel();
         let start = {
             let mut queue = lane.queue.lock().unwrap_or_else(|e| e.into_inner());

@@ -94,14 +94,14 @@ async fn decide(
         .encode()
     };
     let (keys, user) = (&coupon.keys, request.user_id);
-    let mut decision = app.admission.admit(&coupon, keys, user, event()).await?;
+    let mut decision = app.admission.admit(&coupon, keys, user, event).await?;
     if decision == Decision::StateMissing && app.placement().expired(&coupon) {
         // Its state expired a retention after its period ended: nothing to rebuild.
         return Err(ApiError::Ended);
     }
     if decision == Decision::StateMissing {
         rebuild::rebuild(app, &coupon).await?;
-        decision = app.admission.admit(&coupon, keys, user, event()).await?;
+        decision = app.admission.admit(&coupon, keys, user, event).await?;
     }
     match decision {
         Decision::Accepted { position } => Ok(Accepted {
