@@ -58,6 +58,10 @@ open_results hot
 for tool in redis-server redis-cli mariadb curl jq python3 ss wrk; do
   command -v "$tool" >/dev/null || die "$tool is missing"
 done
+# Built before the ports are checked: a long build leaves time for another
+# process to take one.
+log "building (release)"
+run cargo build --release --quiet -p api -p coupon-bench
 [ "$REPLICA_PORT" != 6379 ] || die "REPLICA_PORT must not be the machine's Redis (6379)"
 for port in "$REDIS_PORT" "$REPLICA_PORT" "$API_PORT" "$WAIT_PORT" "$CEILING_PORT"; do
   port_free "$port" || die "port $port is taken"
@@ -68,8 +72,6 @@ record_machine
 fact settings "CONNECTIONS=$CONNECTIONS WRK_THREADS=$WRK_THREADS DURATION=$DURATION ROUNDS=$ROUNDS QUANTITY=$QUANTITY"
 log "load average at start: $(cut -d' ' -f1-3 /proc/loadavg); results in $OUT"
 
-log "building (release)"
-run cargo build --release --quiet -p api -p coupon-bench
 
 REDIS_DIR=$(mktemp -d /tmp/coupon-hot-redis.XXXXXX)
 mkdir -p "$REDIS_DIR/master" "$REDIS_DIR/replica"
