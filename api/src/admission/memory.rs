@@ -65,6 +65,12 @@ impl Memory {
         })
     }
 
+    /// Whether a sold-out coupon is remembered and believed now.
+    pub fn is_fresh(&self) -> bool {
+        let full = self.full.read().unwrap_or_else(|e| e.into_inner());
+        full.as_ref().is_some_and(|full| Instant::now() < full.until)
+    }
+
     /// Forgets the coupon (its quantity or state changed here).
     pub fn forget(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);

@@ -34,6 +34,9 @@ use tracing::Instrument;
 
 /// The most requests one script call decides (the rest wait for the next).
 const MAX_BATCH: usize = 512;
+/// Lanes kept before idle ones are dropped (a coupon's lane, with the holders
+/// of a sold-out coupon, must not outlive its use).
+const LANES_KEPT: usize = 4096;
 
 /// `REDIS_WAIT_REPLICAS` and how long `WAIT` may take.
 #[derive(Clone, Copy, Debug)]
@@ -51,7 +54,14 @@ struct Shared {
     script: BatchScript,
     holders: redis::Script,
     durable: Option<Durable>,
-    lanes: Mutex<HashMap<CouponId, Arc<Lane>>>,
+    lanes: Mutex<Lanes>,
+}
+
+#[derive(Default)]
+struct Lanes {
+    by_coupon: HashMap<CouponId, Arc<Lane>>,
+    /// The size at which idle lanes are next dropped.
+    sweep_at: usize,
 }
 
 /// One coupon's queue and memory.
@@ -139,14 +149,21 @@ impl Admission {
     /// period or state changed here.
     pub fn forget(&self, id: CouponId) {
         let lanes = self.0.lanes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(lane) = lanes.get(&id) {
+        if let Some(lane) = lanes.by_coupon.get(&id) {
             lane.memory.forget();
         }
     }
 
     fn lane(&self, id: CouponId, keys: &CouponKeys) -> Arc<Lane> {
         let mut lanes = self.0.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        if lanes.by_coupon.len() >= lanes.sweep_at.max(LANES_KEPT) && !lanes.by_coupon.contains_key(&id) {
+            // A dropped lane still serves the requests that hold it; the next
+            // request for its coupon makes a new one.
+            lanes.by_coupon.retain(|_, lane| lane.busy());
+            lanes.sweep_at = 2 * lanes.by_coupon.len();
+        }
         lanes
+            .by_coupon
             .entry(id)
             .or_insert_with(|| {
                 Arc::new(Lane {
@@ -156,6 +173,13 @@ impl Admission {
                 })
             })
             .clone()
+    }
+}
+
+impl Lane {
+    /// Whether it has requests, or remembers its coupon sold out.
+    fn busy(&self) -> bool {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).draining || self.memory.is_fresh()
     }
 }
 
