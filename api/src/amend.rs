@@ -107,6 +107,7 @@ pub async fn amend(app: &AppState, id: CouponId, patch: CouponPatch) -> Result<A
         Applied::NoState => issued_quantity,
     };
     app.cache.remember(new.clone());
+    app.admission.forget(id);
     tracing::info!(coupon = %id, ?patch, "coupon changed by an operator");
     Ok(Amended { coupon: new, issued })
 }

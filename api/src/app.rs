@@ -1,7 +1,6 @@
 //! The shared application state every handler receives.
 
 use crate::lookup::CouponCache;
-use crate::script::IssueScript;
 use shared::metrics::PrometheusHandle;
 use shared::redis_conn::RedisConn;
 use sqlx::MySqlPool;
@@ -21,11 +20,12 @@ pub struct Inner {
     pub retention: std::time::Duration,
     /// The memory tier of [`crate::lookup::coupon`].
     pub cache: CouponCache,
-    pub script: IssueScript,
     /// Whose requests these are: verified JWTs, or the trusted caller's word.
     pub identity: crate::identity::Identity,
     /// The issue endpoint's per-user and per-client rate limits.
     pub limits: crate::limits::RateLimits,
+    /// Decides issue requests, a batch per coupon per script call.
+    pub admission: crate::admission::Admission,
     /// `None`: admin endpoints answer 403.
     pub admin_token: Option<String>,
     pub metrics: PrometheusHandle,

@@ -74,6 +74,14 @@ pub struct ApiConfig {
     pub identity: IdentityConfig,
     #[command(flatten)]
     pub limits: LimitConfig,
+    /// Replicas an acceptance must reach (Redis `WAIT`) before it is answered
+    /// 202; 0 answers as soon as the master has it.
+    #[arg(long, env = "REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u32,
+    /// How long `WAIT` may take before the acceptances it covers are answered
+    /// 503 (ms).
+    #[arg(long, env = "REDIS_WAIT_TIMEOUT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub redis_wait_timeout_ms: u64,
     #[command(flatten)]
     pub common: CommonConfig,
 }
@@ -156,6 +164,14 @@ impl ApiConfig {
         Duration::from_millis(self.request_timeout_ms)
     }
 
+    /// `REDIS_WAIT_REPLICAS` and its timeout, if set.
+    pub fn durable(&self) -> Option<crate::admission::Durable> {
+        (self.redis_wait_replicas > 0).then(|| crate::admission::Durable {
+            replicas: self.redis_wait_replicas,
+            timeout: Duration::from_millis(self.redis_wait_timeout_ms),
+        })
+    }
+
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms)
     }
@@ -180,6 +196,8 @@ impl ApiConfig {
             ("trusted_proxies", &self.limits.trusted_proxies.len()),
             ("live_max_watchers", &self.live_max_watchers),
             ("live_heartbeat_ms", &self.live_heartbeat_ms),
+            ("redis_wait_replicas", &self.redis_wait_replicas),
+            ("redis_wait_timeout_ms", &self.redis_wait_timeout_ms),
         ])
     }
 }

@@ -1,8 +1,10 @@
 //! `coupon-api`: the HTTP API of coupon-rush.
 //!
-//! A request is validated against the in-process coupon cache, then decided by
-//! one Redis Lua script that checks duplicates and quantity, records the user and
-//! appends the issue event to the coupon's stream. MySQL is never on that path.
+//! A request is validated against the in-process coupon cache, then decided
+//! with the other requests for its coupon that arrived meanwhile by one Redis
+//! Lua script call that checks duplicates and quantity, records the users and
+//! appends their issue events to the coupon's stream ([`admission`]), or, once
+//! the coupon is sold out, by this process alone. MySQL is never on that path.
 //!
 //! # Layout
 //! - [`startup`]: `Application::build(config)` binds; `run_until(shutdown)` serves.
@@ -13,7 +15,9 @@
 //!   one from MySQL in the background, fenced by the commit lease.
 //! - [`live`]: the live counters: one shared ticker per watched coupon, the
 //!   watcher bound, the end of every stream on shutdown.
-//! - [`script`]: the issue Lua script and its decisions.
+//! - [`admission`]: batching a coupon's requests into one script call, the
+//!   sold-out memory, `WAIT` for replicas.
+//! - [`script`]: the issue Lua scripts and their decisions.
 //! - [`store`]: creating coupons and the status query (neither on the issue path).
 //! - [`identity`]: who asks: a verified JWT's `sub`, or the trusted caller's word.
 //! - [`limits`]: per-user and per-client rate limits, in bounded memory.
@@ -25,6 +29,7 @@
 //! - [`openapi`]: the OpenAPI document, generated from the route declarations.
 //! - [`config`]: the configuration (env + flags).
 
+pub mod admission;
 pub mod amend;
 pub mod app;
 pub mod caller;

@@ -126,6 +126,8 @@ pub async fn rebuild(app: &AppState, coupon: &Coupon) -> Result<(), ApiError> {
     // A dropped sender (the task panicked) also ends the wait; the caller's
     // script call then tells whether the state is there.
     let _ = done.wait_for(|finished| *finished).await;
+    // What this process remembered of the coupon was of the state now replaced.
+    app.admission.forget(coupon.id);
     Ok(())
 }
 

@@ -1,5 +1,8 @@
-//! The issue Lua script (`lua/issue.lua`): loaded once, called by EVALSHA,
-//! reloaded by redis-rs when Redis answers NOSCRIPT (after a restart or flush).
+//! The issue Lua scripts, loaded once, called by EVALSHA, reloaded by redis-rs
+//! when Redis answers NOSCRIPT (after a restart or flush): `lua/admit.lua`
+//! decides a batch of one coupon's requests (the API's path, see
+//! [`crate::admission`]); `lua/issue.lua` decides one request (the model the
+//! batch is tested against, and the benchmark's best case).
 
 use shared::{CouponKeys, UserId};
 
@@ -71,4 +74,94 @@ impl IssueScript {
                 .into()),
         }
     }
+}
+
+/// A batch's answers, in the order of its requests, with the coupon's accepted
+/// count after it (0 when the batch was refused whole), its quantity and how
+/// long its issue period was still open then by Redis' clock (ms).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    pub decisions: Vec<Decision>,
+    /// `false`: the batch was refused whole (state missing, period, pause).
+    pub each: bool,
+    pub issued: i64,
+    pub total: i64,
+    pub open_for_ms: i64,
+}
+
+impl Batch {
+    /// Whether the batch saw the coupon with every unit accepted.
+    pub fn sold_out(&self) -> bool {
+        self.total > 0 && self.issued >= self.total
+    }
+}
+
+/// The batch script (`lua/admit.lua`), hashed once at start.
+pub struct BatchScript(redis::Script);
+
+impl Default for BatchScript {
+    fn default() -> Self {
+        Self(redis::Script::new(include_str!("../../lua/admit.lua")))
+    }
+}
+
+impl BatchScript {
+    /// Decides `requests` (user and issue event, in arrival order) in one call:
+    /// each answer is the one `lua/issue.lua` would give them one by one.
+    pub async fn run(
+        &self,
+        redis: &mut impl redis::aio::ConnectionLike,
+        keys: &CouponKeys,
+        requests: &[(UserId, &[u8])],
+    ) -> redis::RedisResult<Batch> {
+        let started = std::time::Instant::now();
+        let mut call = self.0.key(&keys.issued);
+        call.key(&keys.events).key(&keys.meta);
+        for (user, event) in requests {
+            call.arg(user.get()).arg(*event);
+        }
+        let reply: Vec<i64> = call.invoke_async(redis).await?;
+        metrics::histogram!(shared::metrics::SCRIPT_DURATION).record(started.elapsed().as_secs_f64());
+        parse_batch(&reply, requests.len())
+    }
+}
+
+fn parse_batch(reply: &[i64], len: usize) -> redis::RedisResult<Batch> {
+    let unknown = || -> redis::RedisError {
+        (
+            redis::ErrorKind::UnexpectedReturnType,
+            "the admit script answered an unknown code",
+        )
+            .into()
+    };
+    let [code, issued, total, open_for_ms, answers @ ..] = reply else {
+        return Err(unknown());
+    };
+    let whole = match code {
+        1 if answers.len() == len => None,
+        0 => Some(Decision::StateMissing),
+        4 => Some(Decision::NotStarted),
+        5 => Some(Decision::Ended),
+        6 => Some(Decision::Paused),
+        _ => return Err(unknown()),
+    };
+    let decisions = match whole {
+        Some(decision) => vec![decision; len],
+        None => answers
+            .iter()
+            .map(|&answer| match answer {
+                -2 => Ok(Decision::AlreadyIssued),
+                -3 => Ok(Decision::SoldOut),
+                position if position > 0 => Ok(Decision::Accepted { position }),
+                _ => Err(unknown()),
+            })
+            .collect::<redis::RedisResult<_>>()?,
+    };
+    Ok(Batch {
+        each: whole.is_none(),
+        decisions,
+        issued: *issued,
+        total: *total,
+        open_for_ms: *open_for_ms,
+    })
 }

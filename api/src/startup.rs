@@ -6,7 +6,6 @@ use crate::identity::Identity;
 use crate::limits::RateLimits;
 use crate::lookup::CouponCache;
 use crate::routes;
-use crate::script::IssueScript;
 use crate::serve::{self, Limits};
 use shared::startup::{Connections, Mysql};
 use std::future::Future;
@@ -47,15 +46,24 @@ impl Application {
         let metrics = shared::metrics::install();
         shared::metrics::count_errors_from_zero("api");
         let live = Arc::new(crate::live::Hub::new(config.live_max_watchers as usize));
+        // WAIT holds its connection until the replicas answer: batches that
+        // wait get a connection of their own, with room for WAIT's timeout.
+        let admission_redis = match config.durable() {
+            Some(durable) => {
+                let timeout = config.common.redis.timeout() + durable.timeout;
+                shared::startup::redis_connection(&config.common, timeout).await?
+            }
+            None => redis.clone(),
+        };
         let state = AppState(Arc::new(Inner {
             redis,
             db,
             layout,
             retention: config.common.redis.retention(),
             cache: CouponCache::new(layout),
-            script: IssueScript::default(),
             identity,
             limits: RateLimits::from_config(&config.limits),
+            admission: crate::admission::Admission::new(admission_redis, config.durable()),
             admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
             metrics,
             metrics_apart: config.metrics_addr.is_some(),

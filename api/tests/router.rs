@@ -8,7 +8,6 @@
 
 use api::app::{AppState, Inner};
 use api::lookup::CouponCache;
-use api::script::IssueScript;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
@@ -37,12 +36,12 @@ fn router(admin_token: Option<&str>) -> Router {
         .connect_lazy(NOWHERE_MYSQL)
         .unwrap();
     let state = AppState(Arc::new(Inner {
+        admission: api::admission::Admission::new(redis.clone(), None),
         redis,
         db,
         layout: shared::Layout::default(),
         retention: Duration::from_secs(3600),
         cache: CouponCache::new(shared::Layout::default()),
-        script: IssueScript::default(),
         identity: api::identity::Identity::Trusted,
         limits: api::limits::RateLimits::from_config(&api::config::LimitConfig {
             rate_limit_user_per_s: 0.0,

@@ -276,6 +276,36 @@ impl PrivateServer<Redis> {
         Self::launch(redis, TempDir::new("redis")).await
     }
 
+    /// A replica of `master` (plain, no TLS), once its link to the master is up.
+    pub async fn start_replica_of(master: &PrivateRedis) -> Self {
+        let port = master.port().to_string();
+        let replica = Self::start_with(&["--replicaof", "127.0.0.1", &port]).await;
+        replica.wait_linked().await;
+        replica
+    }
+
+    /// Waits until this replica's link to its master is up (after a start or
+    /// a restart).
+    pub async fn wait_linked(&self) {
+        let conn = self
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("the private replica");
+        crate::wait::until(Duration::from_secs(10), "the replica's link to its master", || {
+            let mut conn = conn.clone();
+            async move {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut conn)
+                    .await
+                    .ok()?;
+                info.contains("master_link_status:up").then_some(())
+            }
+        })
+        .await;
+    }
+
     /// A client of it (trusting the test's CA when it has TLS).
     pub fn client(&self) -> redis::Client {
         self.server.client(&self.url()).expect("the private Redis URL")

@@ -198,6 +198,8 @@ pub fn api_config(env: &Env, admin_token: Option<&str>) -> api::ApiConfig {
         limits: default_limits(),
         live_max_watchers: 5_000,
         live_heartbeat_ms: 15_000,
+        redis_wait_replicas: 0,
+        redis_wait_timeout_ms: 1000,
         common: env.common_config(),
     }
 }

@@ -1,7 +1,8 @@
-//! The issue script against a plain model (a set and a quantity), for random
-//! interleavings of requests, on the real Redis.
+//! The issue scripts against a plain model (a set and a quantity), for random
+//! interleavings of requests and of batches, on the real Redis.
 
-use api::script::{Decision, IssueScript};
+use api::admission::Admission;
+use api::script::{BatchScript, Decision, IssueScript};
 use proptest::prelude::*;
 use redis::AsyncCommands;
 use shared::{CouponId, CouponKeys, Layout, UserId};
@@ -40,6 +41,26 @@ async fn open_meta(redis: &mut redis::aio::ConnectionManager, keys: &CouponKeys,
     meta(redis, keys, quantity, (now - 1000, now + 86_400_000), false).await;
 }
 
+/// The coupon as the API's cache holds it (admission reads only its id and pause).
+fn open_coupon(keys: &CouponKeys, quantity: i64) -> shared::Coupon {
+    let id = keys
+        .meta
+        .split(':')
+        .nth(2)
+        .and_then(|id| id.parse().ok())
+        .map(|id| CouponId::new(id).unwrap())
+        .unwrap();
+    let now = chrono::Utc::now();
+    shared::Coupon {
+        id,
+        name: "model".into(),
+        total_quantity: quantity,
+        issue_start: now - chrono::Duration::seconds(1),
+        issue_end: now + chrono::Duration::days(1),
+        paused: false,
+    }
+}
+
 async fn meta(
     redis: &mut redis::aio::ConnectionManager,
     keys: &CouponKeys,
@@ -61,8 +82,127 @@ async fn meta(
         .unwrap();
 }
 
+/// The one-by-one model: a set of users and a quantity.
+#[derive(Clone, Default)]
+struct Model {
+    accepted: Vec<i64>,
+}
+
+impl Model {
+    fn decide(&mut self, user: i64, quantity: i64) -> Decision {
+        if self.accepted.contains(&user) {
+            Decision::AlreadyIssued
+        } else if self.accepted.len() as i64 >= quantity {
+            Decision::SoldOut
+        } else {
+            self.accepted.push(user);
+            Decision::Accepted {
+                position: self.accepted.len() as i64,
+            }
+        }
+    }
+}
+
+/// Whether the batches' answers are what the model gives the batches one by
+/// one in some order of the batches (each batch is atomic; their order is
+/// the order they reached Redis).
+fn some_order_explains(batches: &[Vec<i64>], answers: &[Vec<Decision>], quantity: i64) -> bool {
+    fn explain(
+        left: &mut Vec<usize>,
+        model: Model,
+        batches: &[Vec<i64>],
+        answers: &[Vec<Decision>],
+        quantity: i64,
+    ) -> bool {
+        if left.is_empty() {
+            return true;
+        }
+        for i in 0..left.len() {
+            let batch = left.remove(i);
+            let mut next = model.clone();
+            let fits = batches[batch]
+                .iter()
+                .zip(&answers[batch])
+                .all(|(&u, &d)| next.decide(u, quantity) == d);
+            if fits && explain(left, next, batches, answers, quantity) {
+                return true;
+            }
+            left.insert(i, batch);
+        }
+        false
+    }
+    explain(
+        &mut (0..batches.len()).collect(),
+        Model::default(),
+        batches,
+        answers,
+        quantity,
+    )
+}
+
+fn requests_of<'a>(users: &[i64], event: &'a [u8]) -> Vec<(UserId, &'a [u8])> {
+    users.iter().map(|&u| (UserId::new(u).unwrap(), event)).collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Batches decided at once by several connections give exactly the answers
+    /// of one-by-one requests: positions, a user twice in a batch, sold out at
+    /// the boundary; one event per acceptance, with its position.
+    #[test]
+    fn concurrent_batches_decide_like_the_model_one_by_one(
+        quantity in 1i64..8,
+        batches in prop::collection::vec(prop::collection::vec(1i64..12, 1..10), 1..5),
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+        runtime.block_on(async {
+            let redis = connect().await;
+            let keys = fresh_keys();
+            open_meta(&mut redis.clone(), &keys, quantity).await;
+            let script = std::sync::Arc::new(BatchScript::default());
+            let tasks: Vec<_> = batches.iter().map(|users| {
+                let (mut redis, keys, script, users) = (redis.clone(), keys.clone(), script.clone(), users.clone());
+                tokio::spawn(async move {
+                    let event = keys.meta.clone();
+                    script.run(&mut redis, &keys, &requests_of(&users, event.as_bytes())).await.unwrap()
+                })
+            }).collect();
+            let mut answers = Vec::new();
+            for task in tasks {
+                answers.push(task.await.unwrap().decisions);
+            }
+            prop_assert!(some_order_explains(&batches, &answers, quantity), "{batches:?} -> {answers:?}");
+            let accepted = answers.iter().flatten().filter(|d| matches!(d, Decision::Accepted { .. })).count();
+            prop_assert_eq!(events_of(&mut redis.clone(), &keys).await.len(), accepted, "one event per acceptance");
+            clear(&mut redis.clone(), &keys).await;
+            Ok(())
+        })?;
+    }
+
+    /// Requests that reach one process together are decided in arrival order,
+    /// exactly as one by one, whatever batches the process makes of them.
+    #[test]
+    fn admission_answers_in_arrival_order_like_the_model(quantity in 1i64..8, users in prop::collection::vec(1i64..12, 1..40)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let mut redis = connect().await;
+            let keys = fresh_keys();
+            open_meta(&mut redis, &keys, quantity).await;
+            let admission = Admission::new(shared::redis_conn::RedisConn::Single(redis.clone()), None);
+            let coupon = open_coupon(&keys, quantity);
+            // join_all polls in order: each request joins the queue in list order.
+            let got = futures::future::join_all(users.iter().map(|&u| {
+                admission.admit(&coupon, &keys, UserId::new(u).unwrap(), || keys.meta.as_bytes().to_vec())
+            })).await;
+            let mut model = Model::default();
+            for (&user, got) in users.iter().zip(got) {
+                prop_assert_eq!(got.unwrap(), model.decide(user, quantity), "user {}", user);
+            }
+            clear(&mut redis, &keys).await;
+            Ok(())
+        })?;
+    }
 
     /// Sequentially, every answer is exactly the model's.
     #[test]

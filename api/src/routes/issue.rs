@@ -105,24 +105,25 @@ fn admit(
 async fn decide(app: &AppState, id: CouponId, user: UserId) -> Result<Accepted, ApiError> {
     let coupon = lookup::coupon(app, id).await?;
     // The period and the pause are the script's to judge, by Redis' clock.
-    let event = IssueEvent {
-        coupon_id: coupon.id,
-        user_id: user,
-        accepted_at_ms: Utc::now().timestamp_millis(),
-        position: 0,
-        trace: shared::telemetry::inject_context(&tracing::Span::current()),
-    }
-    .encode();
+    let event = || {
+        IssueEvent {
+            coupon_id: coupon.id,
+            user_id: user,
+            accepted_at_ms: Utc::now().timestamp_millis(),
+            position: 0,
+            trace: shared::telemetry::inject_context(&tracing::Span::current()),
+        }
+        .encode()
+    };
     let keys = &coupon.keys;
-    let mut redis = app.redis();
-    let mut decision = app.script.run(&mut redis, keys, user, &event).await?;
+    let mut decision = app.admission.admit(&coupon, keys, user, event).await?;
     if decision == Decision::StateMissing && app.placement().expired(&coupon) {
         // Its state expired a retention after its period ended: nothing to rebuild.
         return Err(ApiError::Ended);
     }
     if decision == Decision::StateMissing {
         rebuild::rebuild(app, &coupon).await?;
-        decision = app.script.run(&mut redis, keys, user, &event).await?;
+        decision = app.admission.admit(&coupon, keys, user, event).await?;
     }
     match decision {
         Decision::Accepted { position } => Ok(Accepted {
