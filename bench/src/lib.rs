@@ -22,6 +22,7 @@
 //! - [`client`]: HTTP to coupon-api (hyper, keep-alive pool).
 //! - [`load`]: the workers, the progress bar, Ctrl-C.
 //! - [`stats`]: per-worker tallies and the latency histogram.
+//! - [`timeline`]: answers and latency over time, in bounded buckets.
 //! - [`mysql`]: the drain wait and the MySQL facts.
 //! - [`mysql_phase`]: what the drain waits for, and the MySQL checks of a run.
 //! - [`sale`]: the whole run, from the coupons to the verdict.
@@ -33,11 +34,14 @@
 pub mod cli;
 pub mod client;
 pub mod fleet;
+pub mod html;
 pub mod load;
 pub mod mysql;
 pub mod mysql_phase;
 pub mod plan;
 pub mod program;
 pub mod report;
+pub mod rows_watch;
 pub mod sale;
 pub mod stats;
+pub mod timeline;
