@@ -2,7 +2,9 @@
 # Starts the whole system locally — Redis and MariaDB (installed and started if
 # missing), one coupon-api and two coupon-consumers — and runs a demo flash sale
 # with coupon-bench: USERS people (each asking twice) for QUANTITY coupons.
-# Prints what happened, then stops the services it started (KEEP=1 keeps them).
+# Prints what happened and where the HTML report is (.run/demo/sale.html, one
+# file that opens offline), then stops the services it started (KEEP=1 keeps
+# them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -44,8 +46,11 @@ curl -fsS "http://127.0.0.1:$API_PORT/readyz" >/dev/null || { echo "coupon-api d
 echo "== API on http://127.0.0.1:$API_PORT, consumers' metrics on :9464 and :9465, logs in $RUN/"
 
 echo "== flash sale: $USERS users, each asking twice, for $QUANTITY coupons"
+# A failed check still writes the report: say where it is, then exit with the verdict.
+verdict=0
 ./target/release/coupon-bench --api-url "http://127.0.0.1:$API_PORT" --users "$USERS" --retries 1 \
-  --quantity "$QUANTITY" --concurrency "$CONCURRENCY" --json "$RUN/summary.json"
+  --quantity "$QUANTITY" --concurrency "$CONCURRENCY" --json "$RUN/summary.json" --report "$RUN/sale.html" \
+  || verdict=$?
 
 coupon=$(python3 -c "import json,sys; d=json.load(open('$RUN/summary.json')); print(d['coupons'][0]['id'])" 2>/dev/null || true)
 if [ -n "$coupon" ]; then
@@ -57,3 +62,5 @@ if [ -n "$coupon" ]; then
       (SELECT COUNT(DISTINCT user_id) FROM coupon_issues i WHERE i.coupon_id = c.id) AS distinct_users
     FROM coupons c WHERE c.id = $coupon"
 fi
+echo "== the report: file://$PWD/$RUN/sale.html (open it in a browser; it needs no network)"
+exit "$verdict"
