@@ -7,8 +7,9 @@
 //! by status and code, then verifies the answers (never more accepted than the
 //! quantity, no user twice, distinct positions) and, once the consumers have
 //! drained, MySQL (a row for exactly the accepted users, `issued_quantity` =
-//! rows). Exit status: 0 when every check passes, 1 when one fails, 2 when the
-//! run could not be made.
+//! rows); `--report` writes it all, charted over time, as one HTML file.
+//! Exit status: 0 when every check passes, 1 when one fails, 2 when the run
+//! could not be made.
 //!
 //! The checks themselves are the `verify` crate's, which the integration tests
 //! assert too. The binaries are thin: `coupon-bench` (`src/main.rs`) runs
@@ -27,7 +28,9 @@
 //! - [`mysql_phase`]: what the drain waits for, and the MySQL checks of a run.
 //! - [`sale`]: the whole run, from the coupons to the verdict.
 //! - [`report`]: the summary, for people and as JSON.
-//! - [`program`]: what the binaries share: the runtime, the exit status, the JSON file.
+//! - [`html`]: the HTML report (`--report`): its charts and page.
+//! - [`rows_watch`]: MySQL's rows over time, for the report's drain chart.
+//! - [`program`]: what the binaries share: the runtime, the exit status, the files they write.
 //! - [`fleet`]: `coupon-fleet` (`src/bin/`): many coupons at once, for
 //!   `deploy/bench/coupons.sh`.
 

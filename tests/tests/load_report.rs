@@ -113,33 +113,24 @@ async fn the_report_of_a_real_sale_charts_it_lists_the_checks_and_renders_offlin
 
 #[tokio::test]
 async fn a_page_whose_script_throws_or_that_needs_the_network_renders_with_page_errors() {
-    let dir = TempDir::new("broken-page");
-    let page = dir.path().join("broken.html");
+    let dir = TempDir::new("broken-pages");
+    let thrown = page_errors_of(&dir, "throws", "throw new Error('chart failed')").await;
+    assert!(thrown.iter().any(|e| e.contains("chart failed")), "{thrown:?}");
+    let fetch = "fetch('http://example.com/chart.js').catch(e => console.error('no network: ' + e))";
+    let offline = page_errors_of(&dir, "fetches", fetch).await;
+    assert!(offline.iter().any(|e| e.contains("no network")), "{offline:?}");
+}
+
+/// The page errors of a page in `dir` that runs `script`.
+async fn page_errors_of(dir: &TempDir, name: &str, script: &str) -> Vec<String> {
+    let page = dir.path().join(format!("{name}.html"));
     std::fs::write(
         &page,
-        "<html><body><p>chart</p><script>throw new Error('chart failed')</script></body></html>",
+        format!("<html><body><p>chart</p><script>{script}</script></body></html>"),
     )
     .unwrap();
-    let rendering = chromium::render(&page, &dir.path().join("broken.png"), (400, 300)).await;
-    assert!(
-        rendering.page_errors.iter().any(|e| e.contains("chart failed")),
-        "{:?}",
-        rendering.page_errors
-    );
-
-    let fetching = dir.path().join("fetching.html");
-    let script = "fetch('http://example.com/chart.js').catch(e => console.error('no network: ' + e))";
-    std::fs::write(
-        &fetching,
-        format!("<html><body><script>{script}</script></body></html>"),
-    )
-    .unwrap();
-    let rendering = chromium::render(&fetching, &dir.path().join("fetching.png"), (400, 300)).await;
-    assert!(
-        rendering.page_errors.iter().any(|e| e.contains("no network")),
-        "{:?}",
-        rendering.page_errors
-    );
+    let png = dir.path().join(format!("{name}.png"));
+    chromium::render(&page, &png, (400, 300)).await.page_errors
 }
 
 /// A check's name as the report writes it.

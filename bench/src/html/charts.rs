@@ -69,7 +69,7 @@ pub fn throughput(timeline: &Timeline, load_s: f64) -> Result<String, ChartError
         for (kind, points) in lines {
             line(&mut chart, points, color(kind), kind.label())?;
         }
-        legend(&mut chart)
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
 }
 
@@ -96,7 +96,7 @@ pub fn latency_over_time(timeline: &Timeline, load_s: f64) -> Result<String, Cha
         for (name, points, color) in lines {
             line(&mut chart, points, color, name)?;
         }
-        legend(&mut chart)
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
 }
 
@@ -138,7 +138,7 @@ pub fn latency_histogram(latency: &Histogram<u64>) -> Result<String, ChartError>
                 .label(label)
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
         }
-        legend(&mut chart)
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
 }
 
@@ -162,7 +162,7 @@ pub fn acceptance(timeline: &Timeline, load_s: f64, total: i64, sold_out: Option
                 &format!("sold out at {at:.3} s"),
             )?;
         }
-        legend(&mut chart)
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
     })
 }
 
@@ -200,7 +200,7 @@ pub fn drain(
             let label = format!("all rows in at {at:.3} s");
             line(&mut chart, [(at, 0.0), (at, top)], PURPLE, &label)?;
         }
-        legend(&mut chart)
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
     })
 }
 
@@ -286,10 +286,15 @@ where
     Ok(())
 }
 
-fn legend<'a, 'b: 'a, X: Ranged, Y: Ranged>(chart: &mut Chart<'a, 'b, X, Y>) -> Result<(), ChartError> {
+/// The legend, where the lines are not: upper right for lines over time,
+/// lower right for curves that climb and stay.
+fn legend<'a, 'b: 'a, X: Ranged, Y: Ranged>(
+    chart: &mut Chart<'a, 'b, X, Y>,
+    position: SeriesLabelPosition,
+) -> Result<(), ChartError> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(position)
         .label_font(FONT)
         .background_style(WHITE.mix(0.85))
         .border_style(GREY)
@@ -326,11 +331,53 @@ fn x_end(last: f64) -> f64 {
 /// A log axis' range around `low..=high` (ms), never empty nor down to 0,
 /// from a power of ten (where the axis' labels start).
 fn log_range(low: f64, high: f64) -> (f64, f64) {
-    let low = if low.is_finite() && low > 0.0 { low } else { 0.001 };
+    let data = low.is_finite() && high.is_finite() && low > 0.0 && low <= high;
+    let (low, high) = if data { (low, high) } else { (0.001, 0.01) };
     let low = 10f64.powf(low.log10().floor());
     (low, (high * 1.5).max(low * 10.0))
 }
 
 fn ms(micros: u64) -> f64 {
     crate::report::ms(micros)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_run_without_answers_still_draws_every_chart() {
+        let timeline = Timeline::new(1).unwrap();
+        let latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        let charts = [
+            throughput(&timeline, 0.0).unwrap(),
+            latency_over_time(&timeline, 0.0).unwrap(),
+            latency_histogram(&latency).unwrap(),
+            acceptance(&timeline, 0.0, 10, None).unwrap(),
+            drain(&timeline, &[], 0.0, None).unwrap(),
+        ];
+        for svg in charts {
+            assert!(svg.starts_with("<svg") && svg.contains("</svg>"), "{svg}");
+        }
+    }
+
+    #[test]
+    fn the_acceptance_curve_climbs_to_the_quantity_and_marks_the_sell_out() {
+        let mut timeline = Timeline::new(1).unwrap();
+        for ms in 0..100u64 {
+            timeline.record(0, Duration::from_millis(ms), Kind::Accepted, Duration::from_millis(2));
+        }
+        let svg = acceptance(&timeline, 0.2, 100, Some(0.1)).unwrap();
+        assert!(
+            svg.contains("total quantity 100") && svg.contains("sold out at 0.100 s"),
+            "{svg}"
+        );
+        let points = cumulative(&timeline, Kind::Accepted);
+        let (end, issued) = *points.last().unwrap();
+        assert!((end - 0.1).abs() < 1e-9 && issued == 100.0, "{points:?}");
+        assert_eq!(log_number(20.0), "20");
+        assert_eq!(log_number(30.0), "");
+        assert_eq!(log_range(3.0, 40.0), (1.0, 60.0));
+    }
 }
