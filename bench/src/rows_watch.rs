@@ -59,22 +59,30 @@ async fn sample(
     baseline: i64,
     mut stopped: watch::Receiver<bool>,
 ) -> Vec<RowSample> {
-    let mut samples = Vec::new();
+    // The baseline was read just now, before the load: no row yet.
+    let mut samples = vec![RowSample {
+        at: Instant::now(),
+        rows: 0,
+    }];
     let mut interval = FIRST_INTERVAL;
-    loop {
+    let mut last = false;
+    while !last {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            // One more read: the line ends where the drain did.
+            _ = stopped.changed() => last = true,
+        }
+        // When the read was sent: a busy MySQL may take a while to answer.
+        let at = Instant::now();
         if let Ok(total) = issued_total(&pool, &coupons).await {
             samples.push(RowSample {
-                at: Instant::now(),
+                at,
                 rows: total - baseline,
             });
         }
         if samples.len() >= MAX_SAMPLES {
             samples = samples.into_iter().step_by(2).collect();
             interval *= 2;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            _ = stopped.changed() => break,
         }
     }
     samples
