@@ -76,6 +76,12 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
+    /// Write an HTML report to this file: the answers and latency over time, the
+    /// acceptance curve, the drain, the settings and the checks, in one page that
+    /// opens offline.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
     /// MySQL that the consumers write to, for the verification.
     #[arg(
         long,
@@ -200,6 +206,7 @@ pub struct Settings {
     pub stop: Option<Stop>,
     pub timeout: Duration,
     pub json: Option<PathBuf>,
+    pub report: Option<PathBuf>,
     pub database_url: String,
     pub drain_timeout: Duration,
     pub verify_mysql: bool,
@@ -298,6 +305,7 @@ impl Args {
             stop,
             timeout: seconds(self.timeout, "timeout")?,
             json: self.json,
+            report: self.report,
             database_url: self.database_url,
             drain_timeout: seconds(self.drain_timeout, "drain-timeout")?,
             verify_mysql: !self.no_verify,

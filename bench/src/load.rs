@@ -8,7 +8,8 @@
 use crate::cli::Model;
 use crate::client::Api;
 use crate::plan::{due_at, Plan};
-use crate::stats::{Class, Tally};
+use crate::stats::Tally;
+use crate::timeline::Kind;
 use http::Uri;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -172,22 +173,26 @@ async fn worker(ctx: Arc<Ctx>, number: usize, mut interrupt: watch::Receiver<u32
         let answered = Instant::now();
         let lag = sent.duration_since(due);
         let charged_from = due + lag.min(TIMER_SLACK);
-        let class = {
+        let latency = answered.duration_since(charged_from);
+        let kind = {
             let mut tally = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             tally.record_send_lag(lag);
-            tally.record(
+            let kind = tally.record(
                 slot.coupon,
                 target.id,
                 ctx.plan.user_id(slot.user),
                 &answer,
-                answered.duration_since(charged_from),
+                latency,
                 answered.duration_since(sent),
-            )
+            );
+            let at = due.duration_since(ctx.started);
+            tally.timeline.record(slot.coupon, at, kind, latency);
+            kind
         };
-        let counter = match class {
-            Class::Accepted => &ctx.live.accepted,
-            Class::Rejected => &ctx.live.rejected,
-            Class::Error => &ctx.live.errors,
+        let counter = match kind {
+            Kind::Accepted => &ctx.live.accepted,
+            Kind::SoldOut | Kind::AlreadyIssued | Kind::OtherRejection => &ctx.live.rejected,
+            Kind::Error => &ctx.live.errors,
         };
         counter.fetch_add(1, Relaxed);
         ctx.live.done.fetch_add(1, Relaxed);

@@ -88,6 +88,11 @@ impl Db {
         Ok(db)
     }
 
+    /// The pool, for the report's watch of the rows.
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
     /// The rows that count for `goal`.
     async fn counted(&self, goal: &Goal) -> Result<i64, sqlx::Error> {
         mysql::rows(&self.pool, goal.coupon_id, goal.counted_users()).await

@@ -1,5 +1,6 @@
 //! What the three binaries share around their work: a tokio runtime, an error
-//! printed as `program: error` with exit status 2, and the `--json` file.
+//! printed as `program: error` with exit status 2, and the files they write
+//! (`--json`, `--report`).
 
 use serde::Serialize;
 use std::fmt::Display;
@@ -43,20 +44,26 @@ pub fn block_on<T, E: Display>(
     runtime.block_on(work).map_err(|err| fail(program, err))
 }
 
-/// Why the `--json` file was not written.
+/// Why an output file (`--json`, `--report`) was not written.
 #[derive(Debug, thiserror::Error)]
-pub enum JsonFileError {
+pub enum OutputFileError {
     #[error(transparent)]
     Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Chart(#[from] crate::html::charts::ChartError),
     /// The I/O error is in the message, not a source, so `{:#}` says it once.
     #[error("writing {}: {error}", path.display())]
     Write { path: PathBuf, error: std::io::Error },
 }
 
 /// Writes `value` as pretty JSON, with a final newline, to `path`.
-pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), JsonFileError> {
-    let text = serde_json::to_string_pretty(value)?;
-    std::fs::write(path, text + "\n").map_err(|error| JsonFileError::Write {
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), OutputFileError> {
+    write_file(path, serde_json::to_string_pretty(value)? + "\n")
+}
+
+/// Writes `text` to `path`.
+pub fn write_file(path: &Path, text: String) -> Result<(), OutputFileError> {
+    std::fs::write(path, text).map_err(|error| OutputFileError::Write {
         path: path.to_path_buf(),
         error,
     })

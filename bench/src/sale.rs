@@ -6,7 +6,8 @@ use crate::client::{self, Api};
 use crate::load::{self, Shape, Target};
 use crate::mysql_phase::{self, MysqlPhase};
 use crate::report::{self, CouponSummary, LatencyMs, Summary};
-use crate::{mysql, plan, program, stats};
+use crate::rows_watch::{self, RowWatch};
+use crate::{html, mysql, plan, program, stats};
 use anyhow::Context as _;
 use shared::config::mask_url;
 use std::sync::Arc;
@@ -70,6 +71,14 @@ pub async fn run(s: Settings) -> anyhow::Result<bool> {
         }
     );
 
+    let watch = match (&db, &s.report) {
+        (Some(db), Some(_)) => {
+            let ids = sales.iter().map(|sale| sale.id).collect();
+            let watch = RowWatch::start(db.pool().clone(), ids).await;
+            Some(watch.context("reading the coupons' issued_quantity for the report")?)
+        }
+        _ => None,
+    };
     let outcome = load::run(api.clone(), plan, targets, shape, interrupt.clone()).await?;
     let load_secs = outcome.ended.duration_since(outcome.started).as_secs_f64();
     let tally = &outcome.tally;
@@ -122,10 +131,24 @@ pub async fn run(s: Settings) -> anyhow::Result<bool> {
         }
         None => None,
     };
+    let samples = match watch {
+        Some(watch) => watch.finish().await,
+        None => Vec::new(),
+    };
     let summary = summarize(&s, tally, load_secs, &facts, mysql, checks, interrupted);
     print!("{}", summary.render());
     if let Some(path) = &s.json {
         program::write_json(path, &summary)?;
+    }
+    if let Some(path) = &s.report {
+        let report = html::Report {
+            summary: &summary,
+            tally,
+            rows: &rows_watch::since(&samples, outcome.started),
+            generated: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        };
+        html::write(path, &report)?;
+        eprintln!("coupon-bench: report written to {}", path.display());
     }
     Ok(summary.pass)
 }

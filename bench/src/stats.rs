@@ -1,9 +1,10 @@
 //! What the load saw: a few [`Tally`] shards that the workers record into,
 //! merged at the end: the latency histogram (µs), answers by status and by
-//! `error` code, transport errors, and the accepted answers that the
-//! verification checks.
+//! `error` code, transport errors, the accepted answers that the
+//! verification checks, and the [`Timeline`] the HTML report draws.
 
 use crate::client::{AcceptedBody, ErrorBody, TransportError};
+use crate::timeline::{Kind, Timeline};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http::StatusCode;
@@ -39,14 +40,6 @@ pub struct Unknown {
     pub user_id: i64,
 }
 
-/// How the live counters classify an answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Class {
-    Accepted,
-    Rejected,
-    Error,
-}
-
 /// Everything one worker (or, merged, the whole run) saw.
 pub struct Tally {
     pub requests: u64,
@@ -71,6 +64,8 @@ pub struct Tally {
     pub late: u64,
     /// The longest wait between a request's due time and its sending.
     pub max_send_lag: Duration,
+    /// Answers and latency over time.
+    pub timeline: Timeline,
 }
 
 impl Tally {
@@ -90,6 +85,7 @@ impl Tally {
             malformed_sample: None,
             late: 0,
             max_send_lag: Duration::ZERO,
+            timeline: Timeline::new(coupons)?,
         })
     }
 
@@ -112,12 +108,12 @@ impl Tally {
         answer: &Result<(StatusCode, Bytes), TransportError>,
         latency: Duration,
         service: Duration,
-    ) -> Class {
+    ) -> Kind {
         self.requests += 1;
         self.latency.saturating_record(micros(latency));
         self.service.saturating_record(micros(service));
         let Some(tally) = self.per_coupon.get_mut(coupon) else {
-            return Class::Error;
+            return Kind::Error;
         };
         tally.requests += 1;
         let (status, body) = match answer {
@@ -136,7 +132,7 @@ impl Tally {
                 } else {
                     tally.not_sent += 1;
                 }
-                return Class::Error;
+                return Kind::Error;
             }
         };
         *self.by_status.entry(status.as_u16()).or_insert(0) += 1;
@@ -164,23 +160,31 @@ impl Tally {
                     }
                 }
             }
-            return Class::Accepted;
+            return Kind::Accepted;
         }
         let code = serde_json::from_slice::<ErrorBody>(body)
             .map(|b| b.error)
             .unwrap_or(NO_CODE);
         count(&mut self.by_code, code);
         match (status.as_u16(), code) {
-            (409, "sold_out") => tally.sold_out += 1,
-            (409, "already_issued") => tally.already_issued += 1,
+            (409, "sold_out") => {
+                tally.sold_out += 1;
+                Kind::SoldOut
+            }
+            (409, "already_issued") => {
+                tally.already_issued += 1;
+                Kind::AlreadyIssued
+            }
             (500..=599, _) => {
                 tally.unknown += 1;
                 self.unknown.push(Unknown { coupon, user_id });
-                return Class::Error;
+                Kind::Error
             }
-            _ => tally.unexpected += 1,
+            _ => {
+                tally.unexpected += 1;
+                Kind::OtherRejection
+            }
         }
-        Class::Rejected
     }
 
     /// Adds `other` into `self`.
@@ -223,6 +227,7 @@ impl Tally {
         }
         self.late += other.late;
         self.max_send_lag = self.max_send_lag.max(other.max_send_lag);
+        self.timeline.merge(other.timeline);
     }
 
     /// Transport errors of every kind.
@@ -249,7 +254,7 @@ impl Percentiles {
 }
 
 /// Whole microseconds, at least 1 (the histogram's lowest value).
-fn micros(d: Duration) -> u64 {
+pub fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
@@ -287,15 +292,15 @@ mod tests {
         let mut tally = Tally::new(2).unwrap();
         let ms = Duration::from_millis(1);
         let ok = answer(202, r#"{"coupon_id":5,"user_id":10,"status":"accepted","position":1}"#);
-        assert_eq!(tally.record(0, 5, 10, &ok, ms, ms), Class::Accepted);
+        assert_eq!(tally.record(0, 5, 10, &ok, ms, ms), Kind::Accepted);
         let sold = answer(409, r#"{"error":"sold_out","message":"x"}"#);
-        assert_eq!(tally.record(1, 6, 10, &sold, ms, ms), Class::Rejected);
+        assert_eq!(tally.record(1, 6, 10, &sold, ms, ms), Kind::SoldOut);
         let down = answer(503, r#"{"error":"unavailable","message":"x"}"#);
-        assert_eq!(tally.record(1, 6, 11, &down, ms, ms), Class::Error);
+        assert_eq!(tally.record(1, 6, 11, &down, ms, ms), Kind::Error);
         let lost = Err(TransportError::Timeout);
-        assert_eq!(tally.record(0, 5, 12, &lost, ms, ms), Class::Error);
+        assert_eq!(tally.record(0, 5, 12, &lost, ms, ms), Kind::Error);
         let refused = Err(TransportError::Connect("refused".into()));
-        assert_eq!(tally.record(0, 5, 13, &refused, ms, ms), Class::Error);
+        assert_eq!(tally.record(0, 5, 13, &refused, ms, ms), Kind::Error);
 
         assert_eq!(tally.requests, 5);
         assert_eq!(tally.by_status.get(&202), Some(&1));

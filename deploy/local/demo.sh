@@ -2,8 +2,9 @@
 # Starts the whole system locally — Redis and MariaDB (installed and started if
 # missing), one coupon-api and two coupon-consumers — and runs a demo flash sale
 # with coupon-bench: USERS people (each asking twice, with their JWT) for
-# QUANTITY coupons.
-# Prints what happened, then stops the services it started (KEEP=1 keeps them).
+# QUANTITY coupons. Prints what happened and where the HTML report is
+# (.run/demo/sale.html, one file that opens offline), then stops the services
+# it started (KEEP=1 keeps them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -55,8 +56,11 @@ echo "== API on http://127.0.0.1:$API_PORT, consumers' metrics on :9464 and :946
 identity="each request with its user's JWT"
 [ -n "${AUTH_JWT_SECRET:-}" ] || identity="trusted caller"
 echo "== flash sale: $USERS users, each asking twice, for $QUANTITY coupons ($identity)"
+# A failed check still writes the report: say where it is, then exit with the verdict.
+verdict=0
 ./target/release/coupon-bench --api-url "http://127.0.0.1:$API_PORT" --users "$USERS" --retries 1 \
-  --quantity "$QUANTITY" --concurrency "$CONCURRENCY" --json "$RUN/summary.json"
+  --quantity "$QUANTITY" --concurrency "$CONCURRENCY" --json "$RUN/summary.json" --report "$RUN/sale.html" \
+  || verdict=$?
 
 coupon=$(python3 -c "import json,sys; d=json.load(open('$RUN/summary.json')); print(d['coupons'][0]['id'])" 2>/dev/null || true)
 if [ -n "$coupon" ]; then
@@ -68,3 +72,5 @@ if [ -n "$coupon" ]; then
       (SELECT COUNT(DISTINCT user_id) FROM coupon_issues i WHERE i.coupon_id = c.id) AS distinct_users
     FROM coupons c WHERE c.id = $coupon"
 fi
+echo "== the report: file://$PWD/$RUN/sale.html (open it in a browser; it needs no network)"
+exit "$verdict"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives besides Redis and MariaDB, when missing:
 # Schemathesis (`st`, from PyPI: the property-based tester run over the OpenAPI
-# document by tests/tests/schemathesis.rs) and libfaketime (an API process with
-# a clock that runs fast, tests/tests/operate.rs).
+# document by tests/tests/schemathesis.rs), libfaketime (an API process with
+# a clock that runs fast, tests/tests/operate.rs) and Chromium (the load
+# report rendered headless, tests/tests/load_report.rs).
 set -euo pipefail
 
 log() { printf '\033[1m[test-tools]\033[0m %s\n' "$*" >&2; }
@@ -12,6 +13,12 @@ if [ ! -f /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]; then
   log "installing faketime"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null
+fi
+
+if ! command -v chromium >/dev/null; then
+  log "installing chromium"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
 if ! command -v st >/dev/null; then

@@ -17,11 +17,13 @@
 //! - [`wait`]: polling for a condition with a deadline (never a bare sleep).
 //! - [`checks`]: a sale's guarantees as assertions, on the `verify` crate.
 //! - [`chaos`]: randomized fault schedules and the invariants they must keep.
+//! - [`chromium`]: a page rendered by headless Chromium, offline: screenshot, DOM, page errors.
 
 pub mod binaries;
 pub mod chaos;
 pub mod checks;
 pub mod child;
+pub mod chromium;
 pub mod client;
 pub mod cluster;
 pub mod otlp;
