@@ -9,7 +9,7 @@ use crate::extract::bearer_token;
 use crate::identity::IdentityError;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use shared::UserId;
+use shared::{CouponId, UserId};
 use std::net::{IpAddr, SocketAddr};
 
 /// A request's credentials and origin.
@@ -54,12 +54,12 @@ impl Caller {
         })
     }
 
-    /// Everything checked before an issue request reaches Redis: the client's
-    /// rate, who the user is, the user's rate.
-    pub fn admit(&self, app: &AppState, named: Option<UserId>) -> Result<UserId, ApiError> {
+    /// Everything checked before an issue request for `coupon` reaches Redis:
+    /// the client's rate, who the user is, the user's rate.
+    pub fn admit(&self, app: &AppState, named: Option<UserId>, coupon: CouponId) -> Result<UserId, ApiError> {
         app.limits.check_client(self.client)?;
         let user = self.user(app, named)?;
-        app.limits.check_user(user)?;
+        app.limits.check_user(user, coupon)?;
         Ok(user)
     }
 }

@@ -324,6 +324,12 @@ async fn a_user_over_the_limit_gets_429_with_retry_after_and_keeps_the_coupon() 
     );
     assert_eq!(limited.header("retry-after"), Some("1"));
     assert_eq!(app.client.issue(coupon, 43).await.0, 202, "another user is not limited");
+    let other_coupon = app.client.create_open_coupon(10).await;
+    assert_eq!(
+        app.client.issue(other_coupon, 42).await.0,
+        202,
+        "nor the user for another coupon"
+    );
 
     let (status, body) = app.client.get(&format!("/coupons/{coupon}/issues/42")).await;
     assert_eq!(

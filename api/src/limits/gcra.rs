@@ -11,7 +11,7 @@
 //! `governor`'s keyed limiter grows without bound until swept, hence this.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -46,9 +46,7 @@ pub struct RateLimiter {
 }
 
 struct Shard {
-    /// Key → its theoretical arrival time, in ns since `epoch`. Keys are
-    /// hashed with the std (SipHash, randomly keyed) hasher: the keys are the
-    /// clients' to choose.
+    /// Key's hash → its theoretical arrival time, in ns since `epoch`.
     arrivals: HashMap<u64, u64>,
     last_sweep: u64,
 }
@@ -81,13 +79,16 @@ impl RateLimiter {
     }
 
     /// Counts one request of `key` now.
-    pub fn check(&self, key: u64) -> Verdict {
+    pub fn check(&self, key: impl Hash) -> Verdict {
         self.check_at(key, Instant::now())
     }
 
-    fn check_at(&self, key: u64, at: Instant) -> Verdict {
+    fn check_at(&self, key: impl Hash, at: Instant) -> Verdict {
         let now = at.saturating_duration_since(self.epoch).as_nanos() as u64;
-        let index = (self.hasher.hash_one(key) % SHARDS as u64) as usize;
+        // The table holds the key's hash: 64 bits of a randomly keyed SipHash,
+        // which no client can aim at another's.
+        let key = self.hasher.hash_one(key);
+        let index = (key % SHARDS as u64) as usize;
         // A poisoned lock only means another request panicked mid-update of
         // one u64: the table is still usable.
         let mut shard = self.shards[index]

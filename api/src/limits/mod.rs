@@ -16,7 +16,7 @@ pub use gcra::{RateLimiter, Verdict};
 
 use crate::config::LimitConfig;
 use crate::error::ApiError;
-use shared::UserId;
+use shared::{CouponId, UserId};
 use std::net::IpAddr;
 
 /// The issue endpoint's limits, each off when its rate is 0.
@@ -55,16 +55,18 @@ impl RateLimits {
         }
     }
 
-    /// One more request for `user`.
-    pub fn check_user(&self, user: UserId) -> Result<(), ApiError> {
+    /// One more request of `user` for `coupon`. Counted per coupon: a person
+    /// may ask for several coupons at once; what is limited is asking for one
+    /// again and again.
+    pub fn check_user(&self, user: UserId, coupon: CouponId) -> Result<(), ApiError> {
         match &self.user {
-            Some(limiter) => judge(limiter, user.get() as u64, "user"),
+            Some(limiter) => judge(limiter, (user, coupon), "user"),
             None => Ok(()),
         }
     }
 }
 
-fn judge(limiter: &RateLimiter, key: u64, scope: &'static str) -> Result<(), ApiError> {
+fn judge(limiter: &RateLimiter, key: impl std::hash::Hash, scope: &'static str) -> Result<(), ApiError> {
     match limiter.check(key) {
         Verdict::Allowed => Ok(()),
         Verdict::Untracked => {

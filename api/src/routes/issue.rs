@@ -75,7 +75,7 @@ pub async fn issue(
     CouponPath(id): CouponPath,
     body: Result<OptionalJson<IssueRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let result = match admit(&app, &caller, body) {
+    let result = match admit(&app, &caller, id, body) {
         Ok(user) => decide(&app, id, user).await,
         Err(err) => Err(err),
     };
@@ -91,6 +91,7 @@ pub async fn issue(
 fn admit(
     app: &AppState,
     caller: &Caller,
+    coupon: CouponId,
     body: Result<OptionalJson<IssueRequest>, ApiError>,
 ) -> Result<UserId, ApiError> {
     let named = match body? {
@@ -99,7 +100,7 @@ fn admit(
         OptionalJson(None) if app.identity.is_trusted() => return Err(ApiError::missing_json()),
         OptionalJson(None) => None,
     };
-    caller.admit(app, named)
+    caller.admit(app, named, coupon)
 }
 
 async fn decide(app: &AppState, id: CouponId, user: UserId) -> Result<Accepted, ApiError> {
