@@ -29,6 +29,8 @@ pub struct Inner {
     pub metrics_apart: bool,
     /// The coupon state rebuilds this process runs in the background.
     pub rebuilds: crate::rebuild::Rebuilds,
+    /// The status long-polls waiting in this process.
+    pub waiters: Arc<crate::waiters::Waiters>,
 }
 
 impl std::ops::Deref for AppState {

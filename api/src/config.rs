@@ -61,6 +61,10 @@ pub struct ApiConfig {
     /// port), so that it need not be public.
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    /// Status long-polls (`?wait=`) this process keeps waiting at once; past
+    /// it a long-poll is answered 503 (each holds a connection and a task).
+    #[arg(long, env = "STATUS_MAX_WAITERS", default_value_t = 10_000)]
+    pub status_max_waiters: usize,
     #[command(flatten)]
     pub common: CommonConfig,
 }
@@ -93,6 +97,7 @@ impl ApiConfig {
             ("max_connections", &self.max_connections),
             ("header_read_timeout_ms", &self.header_read_timeout_ms),
             ("metrics_addr", &self.metrics_addr.as_deref().unwrap_or("the API's")),
+            ("status_max_waiters", &self.status_max_waiters),
         ])
     }
 }

@@ -12,7 +12,10 @@
 //! - [`rebuild`]: publishing a new coupon's Redis state, and rebuilding a lost
 //!   one from MySQL in the background, fenced by the commit lease.
 //! - [`script`]: the issue Lua script and its decisions.
-//! - [`store`]: creating coupons and the status query (neither on the issue path).
+//! - [`status`]: where a user's accepted request stands, from Redis (MySQL once
+//!   Redis no longer holds the coupon).
+//! - [`waiters`]: the status long-polls, their bound and the subscription that wakes them.
+//! - [`store`]: creating coupons and the MySQL status query (neither on the issue path).
 //! - [`extract`]: JSON, path and admin-token extractors that answer with the API's errors.
 //! - [`error`]: the one error type and its status codes.
 //! - [`http_layer`]: server spans, request metrics, logging of failures.
@@ -32,7 +35,9 @@ pub mod routes;
 pub mod script;
 pub mod serve;
 pub mod startup;
+pub mod status;
 pub mod store;
+pub mod waiters;
 
 pub use config::{ApiConfig, Cli, Command};
 pub use startup::Application;

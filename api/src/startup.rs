@@ -6,6 +6,7 @@ use crate::lookup::CouponCache;
 use crate::routes;
 use crate::script::IssueScript;
 use crate::serve::{self, Limits};
+use crate::waiters::Waiters;
 use shared::startup::{Connections, Mysql};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,11 +24,15 @@ pub struct Application {
     limits: Limits,
     /// `METRICS_ADDR`'s listener and router, when `/metrics` is served apart.
     metrics: Option<(TcpListener, axum::Router)>,
+    /// The status long-polls, told to answer at once on shutdown.
+    waiters: Arc<Waiters>,
 }
 
 impl Application {
     pub async fn build(config: &ApiConfig) -> Result<Self, StartError> {
         let Connections { db, redis, layout } = shared::startup::connect(&config.common, Mysql::Lazily).await?;
+        let pubsub = shared::redis_conn::pubsub_clients(&config.common.redis)?;
+        let waiters = Waiters::new(config.status_max_waiters);
         let state = AppState(Arc::new(Inner {
             redis,
             db,
@@ -39,7 +44,9 @@ impl Application {
             metrics: shared::metrics::install(),
             metrics_apart: config.metrics_addr.is_some(),
             rebuilds: Default::default(),
+            waiters: waiters.clone(),
         }));
+        tokio::spawn(crate::waiters::listen(pubsub, layout, waiters.clone()));
         let listener = bind(&config.listen_addr).await?;
         let metrics = match &config.metrics_addr {
             Some(addr) => Some((bind(addr).await?, routes::metrics_router(state.clone()))),
@@ -53,6 +60,7 @@ impl Application {
                 header_read_timeout: config.header_read_timeout(),
             },
             metrics,
+            waiters,
         })
     }
 
@@ -80,8 +88,10 @@ impl Application {
                 until_stopped(stopped.clone()),
             ))
         });
+        let waiters = self.waiters;
         tokio::spawn(async move {
             shutdown.await;
+            waiters.stop();
             let _ = stop.send(true);
         });
         serve::serve(self.listener, self.router, self.limits, until_stopped(stopped)).await;

@@ -194,6 +194,7 @@ pub fn api_config(env: &Env, admin_token: Option<&str>) -> api::ApiConfig {
         max_connections: 10_000,
         header_read_timeout_ms: 10_000,
         metrics_addr: None,
+        status_max_waiters: 10_000,
         common: env.common_config(),
     }
 }
