@@ -113,6 +113,16 @@ impl Env {
             .expect("reading coupon_issues")
     }
 
+    /// Waits until the consumers have written exactly `users` for `coupon`.
+    pub async fn until_written(&self, coupon: i64, users: &HashSet<i64>) {
+        crate::wait::until(
+            Duration::from_secs(60),
+            "the consumers to write every accepted user",
+            || async { (self.mysql_users(coupon).await == *users).then_some(()) },
+        )
+        .await;
+    }
+
     /// What the test's database holds for `coupon`: rows, distinct users and
     /// `issued_quantity`.
     pub async fn ledger(&self, coupon: i64) -> Ledger {
