@@ -1,7 +1,6 @@
 -- wrk script for deploy/bench/run.sh: POST {"user_id": N} with a random N per
 -- request (up to 2 * 10^15, so every request is a new user and is accepted),
--- and, when done, one machine-readable line:
---   WRK_JSON {"requests":..,"duration_s":..,"rps":..,"p50_ms":..,...}
+-- and, when done, one machine-readable line (wrk-report.lua).
 -- Usage: wrk -t1 -c64 -d10s --latency -s deploy/bench/wrk-issue.lua http://HOST:PORT/coupons/ID/issue
 
 wrk.method = "POST"
@@ -15,15 +14,5 @@ request = function()
     string.format('{"user_id":%d%06d}', math.random(1, 2000000000), math.random(0, 999999)))
 end
 
-done = function(summary, latency, requests)
-  local secs = summary.duration / 1e6
-  local e = summary.errors
-  io.write(string.format(
-    'WRK_JSON {"requests":%d,"duration_s":%.3f,"rps":%.1f,' ..
-    '"p50_ms":%.3f,"p90_ms":%.3f,"p99_ms":%.3f,"p999_ms":%.3f,"max_ms":%.3f,"mean_ms":%.3f,' ..
-    '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}}\n',
-    summary.requests, secs, summary.requests / secs,
-    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000,
-    latency:percentile(99.9) / 1000, latency.max / 1000, latency.mean / 1000,
-    e.connect, e.read, e.write, e.status, e.timeout))
-end
+-- The WRK_JSON line, next to this file.
+dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "wrk-report.lua")

@@ -4,11 +4,10 @@
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::IssuePath;
+use crate::extract::{ApiQuery, IssuePath};
 use crate::lookup;
 use crate::status::{self, IssueStatus};
 use crate::waiters::{Waiter, RECHECK};
-use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
 use axum::Json;
 use serde::Deserialize;
@@ -40,11 +39,9 @@ pub struct StatusQuery {
     ))]
 pub async fn status(
     State(app): State<AppState>,
-    path: IssuePath,
-    query: Result<Query<StatusQuery>, QueryRejection>,
+    IssuePath { coupon, user }: IssuePath,
+    ApiQuery(query): ApiQuery<StatusQuery>,
 ) -> Result<Json<IssueStatus>, ApiError> {
-    let IssuePath { coupon, user } = path;
-    let Query(query) = query.map_err(|rejection| ApiError::InvalidRequest(rejection.body_text()))?;
     let wait = match query.wait.as_deref() {
         Some(text) => parse_wait(text)?,
         None => Duration::ZERO,
