@@ -47,12 +47,13 @@ pub async fn status(
         None => Duration::ZERO,
     };
     let coupon = lookup::coupon(&app, coupon).await?;
-    let found = if wait.is_zero() {
-        status::read(&app, &coupon, user).await?
-    } else {
+    let deadline = Instant::now() + wait;
+    let mut found = status::read(&app, &coupon, user).await?;
+    // Only a pending status waits (and takes a place among the waiters).
+    if matches!(found, Some(IssueStatus::Pending)) && !wait.is_zero() {
         let waiter = app.waiters.join(coupon.id, user)?;
-        long_poll(&app, &coupon, user, &waiter, Instant::now() + wait).await?
-    };
+        found = long_poll(&app, &coupon, user, &waiter, deadline).await?;
+    }
     let found = found.ok_or(ApiError::NotFound("this user has no accepted request for this coupon"))?;
     Ok(Json(found))
 }
