@@ -4,6 +4,7 @@
 -- KEYS[1] coupon:{p<n>}:<id>:meta    HASH metadata
 -- KEYS[2] coupon:{p<n>}:<id>:issued  SET accepted users
 -- KEYS[3] coupon:{p<n>}:<id>:failed  HASH users given up on
+-- KEYS[4] coupon:{p<n>}:<id>:issued-at  HASH written users' issued_at
 -- ARGV[1] incarnation (the MySQL row's created_at, ms), ARGV[2] name,
 -- ARGV[3] total_quantity, ARGV[4] issue_start_ms, ARGV[5] issue_end_ms,
 -- ARGV[6] paused ('1' or '0'), ARGV[7] when the state expires (unix ms)
@@ -23,7 +24,7 @@ end
 redis.call('HSET', KEYS[1], 'name', ARGV[2], 'total_quantity', ARGV[3], 'issue_start_ms', ARGV[4],
   'issue_end_ms', ARGV[5], 'paused', ARGV[6], 'expires_at_ms', ARGV[7])
 -- A new end moves the state's expiry with it.
-for i = 1, 3 do
+for i = 1, 4 do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     redis.call('PEXPIREAT', KEYS[i], ARGV[7])
   end

@@ -169,7 +169,11 @@ async fn apply(
 ) -> Result<Applied, ApiError> {
     let keys = placement.layout.coupon(coupon.id);
     let mut amend = AMEND.prepare_invoke();
-    amend.key(&keys.meta).key(&keys.issued).key(&keys.failed);
+    amend
+        .key(&keys.meta)
+        .key(&keys.issued)
+        .key(&keys.failed)
+        .key(&keys.issued_at);
     placement.metadata_args(&mut amend, coupon, incarnation);
     let (code, issued): (i64, i64) = amend.invoke_async(redis).await?;
     Ok(match code {

@@ -37,6 +37,8 @@ pub struct Inner {
     pub live: Arc<crate::live::Hub>,
     /// How often an idle live stream sends a heartbeat.
     pub live_heartbeat: std::time::Duration,
+    /// The status long-polls waiting in this process.
+    pub waiters: Arc<crate::waiters::Waiters>,
 }
 
 impl std::ops::Deref for AppState {

@@ -82,6 +82,10 @@ pub struct ApiConfig {
     /// 503 (ms).
     #[arg(long, env = "REDIS_WAIT_TIMEOUT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub redis_wait_timeout_ms: u64,
+    /// Status long-polls (`?wait=`) this process keeps waiting at once; past
+    /// it a long-poll is answered 503 (each holds a connection and a task).
+    #[arg(long, env = "STATUS_MAX_WAITERS", default_value_t = 10_000)]
+    pub status_max_waiters: usize,
     #[command(flatten)]
     pub common: CommonConfig,
 }
@@ -198,6 +202,7 @@ impl ApiConfig {
             ("live_heartbeat_ms", &self.live_heartbeat_ms),
             ("redis_wait_replicas", &self.redis_wait_replicas),
             ("redis_wait_timeout_ms", &self.redis_wait_timeout_ms),
+            ("status_max_waiters", &self.status_max_waiters),
         ])
     }
 }

@@ -66,6 +66,24 @@ where
     }
 }
 
+/// `axum::extract::Query`, answering a bad query string with `400 invalid_request`.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::InvalidRequest(rejection.body_text())),
+        }
+    }
+}
+
 /// The answers [`ApiJson`] gives a body it refuses, for the routes' OpenAPI
 /// entries (`responses(..., BodyRejections)`).
 #[derive(utoipa::IntoResponses)]

@@ -18,11 +18,14 @@
 //! - [`admission`]: batching a coupon's requests into one script call, the
 //!   sold-out memory, `WAIT` for replicas.
 //! - [`script`]: the issue Lua scripts and their decisions.
-//! - [`store`]: creating coupons and the status query (neither on the issue path).
 //! - [`identity`]: who asks: a verified JWT's `sub`, or the trusted caller's word.
 //! - [`limits`]: per-user and per-client rate limits, in bounded memory.
 //! - [`caller`]: a request's token and client address, and the checks made of
 //!   them before Redis.
+//! - [`status`]: where a user's accepted request stands, from Redis (MySQL once
+//!   Redis no longer holds the coupon).
+//! - [`waiters`]: the status long-polls, their bound and the subscription that wakes them.
+//! - [`store`]: creating coupons and the MySQL status query (neither on the issue path).
 //! - [`extract`]: JSON, path and admin-token extractors that answer with the API's errors.
 //! - [`error`]: the one error type and its status codes.
 //! - [`http_layer`]: server spans, request metrics, logging of failures.
@@ -47,7 +50,9 @@ pub mod routes;
 pub mod script;
 pub mod serve;
 pub mod startup;
+pub mod status;
 pub mod store;
+pub mod waiters;
 
 pub use config::{ApiConfig, Cli, Command};
 pub use startup::Application;

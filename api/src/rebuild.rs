@@ -15,6 +15,7 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 use shared::lease::COMMIT_LEASE;
 use shared::redis_conn::RedisConn;
@@ -33,7 +34,7 @@ const LEASE_MARGIN: Duration = Duration::from_millis(500);
 /// How long a task waits for another instance's rebuild before it gives up
 /// (a later request starts it again).
 const GIVE_UP: Duration = Duration::from_secs(120);
-/// Users added per SADD while filling the set.
+/// Users added per SADD (and their times per HSET) while filling the set.
 const CHUNK: usize = 5_000;
 
 /// Why the state is written: the install script treats leftovers differently.
@@ -200,14 +201,21 @@ async fn refill(app: &AppState, redis: &mut RedisConn, coupon: &Coupon, keys: &C
     .bind(coupon.id.get())
     .fetch_one(&mut *tx)
     .await?;
-    let users: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM coupon_issues WHERE coupon_id = ?")
-        .bind(coupon.id.get())
-        .fetch_all(&mut *tx)
-        .await?;
+    let users: Vec<(i64, DateTime<Utc>)> =
+        sqlx::query_as("SELECT user_id, issued_at FROM coupon_issues WHERE coupon_id = ?")
+            .bind(coupon.id.get())
+            .fetch_all(&mut *tx)
+            .await?;
     tx.commit().await?;
-    let _: () = redis.del(&keys.rebuild_set).await?;
+    let _: () = redis.del(&[&keys.rebuild_set, &keys.rebuild_issued_at]).await?;
     for chunk in users.chunks(CHUNK) {
-        let _: () = redis.sadd(&keys.rebuild_set, chunk).await?;
+        let ids: Vec<i64> = chunk.iter().map(|(user, _)| *user).collect();
+        let times: Vec<(i64, i64)> = chunk.iter().map(|(user, at)| (*user, at.timestamp_millis())).collect();
+        let _: () = redis::pipe()
+            .sadd(&keys.rebuild_set, ids)
+            .hset_multiple(&keys.rebuild_issued_at, &times)
+            .query_async(redis)
+            .await?;
     }
     install(redis, app.placement(), coupon, incarnation, Mode::Rebuild).await?;
     // The layout before partitions kept these; MySQL now holds all they said.
@@ -246,7 +254,9 @@ async fn install(
         .key(&keys.meta)
         .key(&keys.issued)
         .key(&keys.rebuild_set)
-        .key(&keys.failed);
+        .key(&keys.failed)
+        .key(&keys.issued_at)
+        .key(&keys.rebuild_issued_at);
     placement.metadata_args(&mut install, coupon, incarnation);
     let _: i64 = install.arg(mode.arg()).invoke_async(redis).await?;
     Ok(())

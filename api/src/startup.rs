@@ -7,6 +7,7 @@ use crate::limits::RateLimits;
 use crate::lookup::CouponCache;
 use crate::routes;
 use crate::serve::{self, Limits};
+use crate::waiters::Waiters;
 use shared::startup::{Connections, Mysql};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +27,8 @@ pub struct Application {
     metrics: Option<(TcpListener, axum::Router)>,
     /// Its live streams end when shutdown starts: they would never end by themselves.
     live: Arc<crate::live::Hub>,
+    /// The status long-polls, told to answer at once on shutdown.
+    waiters: Arc<Waiters>,
 }
 
 impl Application {
@@ -55,6 +58,8 @@ impl Application {
             }
             None => redis.clone(),
         };
+        let pubsub = shared::redis_conn::pubsub_clients(&config.common.redis)?;
+        let waiters = Waiters::new(config.status_max_waiters);
         let state = AppState(Arc::new(Inner {
             redis,
             db,
@@ -70,7 +75,9 @@ impl Application {
             rebuilds: Default::default(),
             live: live.clone(),
             live_heartbeat: config.live_heartbeat(),
+            waiters: waiters.clone(),
         }));
+        tokio::spawn(crate::waiters::listen(pubsub, layout, waiters.clone()));
         let listener = bind(&config.listen_addr).await?;
         let metrics = match &config.metrics_addr {
             Some(addr) => Some((bind(addr).await?, routes::metrics_router(state.clone()))),
@@ -85,6 +92,7 @@ impl Application {
             },
             metrics,
             live,
+            waiters,
         })
     }
 
@@ -112,10 +120,12 @@ impl Application {
                 until_stopped(stopped.clone()),
             ))
         });
-        let live = self.live;
+        let (live, waiters) = (self.live, self.waiters);
         tokio::spawn(async move {
             shutdown.await;
+            // Neither a live stream nor a long-poll ends by itself soon.
             live.shut_down();
+            waiters.stop();
             let _ = stop.send(true);
         });
         serve::serve(self.listener, self.router, self.limits, until_stopped(stopped)).await;

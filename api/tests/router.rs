@@ -57,6 +57,7 @@ fn router(admin_token: Option<&str>) -> Router {
         rebuilds: Default::default(),
         live: Arc::new(api::live::Hub::new(10)),
         live_heartbeat: Duration::from_secs(15),
+        waiters: api::waiters::Waiters::new(10),
     }));
     api::routes::router(state, Duration::from_secs(3))
 }
@@ -131,6 +132,17 @@ async fn unknown_fields_wrong_types_and_ids_out_of_range_are_422() {
 async fn a_bad_id_in_the_path_is_400() {
     for path in ["/coupons/abc", "/coupons/0", "/coupons/1/issues/-5"] {
         let request = Request::get(path).body(Body::empty()).unwrap();
+        let answer = send(router(None), request).await;
+        assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn a_status_wait_that_is_no_number_of_seconds_is_400_before_anything_is_read() {
+    for wait in ["abc", "-1", "5m", "NaN", "inf", "1e400", ""] {
+        let request = Request::get(format!("/coupons/1/issues/2?wait={wait}"))
+            .body(Body::empty())
+            .unwrap();
         let answer = send(router(None), request).await;
         assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_request");
     }

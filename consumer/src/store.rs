@@ -46,6 +46,10 @@ pub struct Written {
     pub duplicates: u64,
     /// Indexes (into the events given) refused for good, with why.
     pub refused: Vec<(usize, Refusal)>,
+    /// When each (coupon, user) with a row has it issued (unix ms, as
+    /// `issued_at` holds it): this batch's time for those inserted, the row's
+    /// own for redeliveries. Their acks record it for the status endpoint.
+    pub issued_at_ms: HashMap<(CouponId, i64), i64>,
 }
 
 /// A coupon's row as locked by the transaction.
@@ -108,6 +112,8 @@ async fn write_once<E: Borrow<IssueEvent>>(
         return Err(WriteError::LeaseExpired);
     }
     let mut written = Written::default();
+    // The issue time, as `DATETIME(3)` keeps it (ms).
+    let now = DateTime::<Utc>::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap_or_else(Utc::now);
     // When every event of a coupon fits in the room left, telling redeliveries
     // apart first can not change the outcome: INSERT IGNORE skips them and the
     // row count says how many were new. Only near sell-out is the lookup
@@ -136,12 +142,19 @@ async fn write_once<E: Borrow<IssueEvent>>(
             continue;
         };
         let coupon_events: Vec<&IssueEvent> = indexes.iter().map(|&i| events[i].borrow()).collect();
-        let none = HashSet::new();
+        let rows = existing.get(coupon);
         let plan = plan(
             &coupon_events,
-            existing.get(coupon).unwrap_or(&none),
+            |user| rows.is_some_and(|rows| rows.contains_key(&user)),
             row.total_quantity - row.issued_quantity,
         );
+        for &j in &plan.insert {
+            let user = coupon_events[j].user_id.get();
+            written.issued_at_ms.insert((*coupon, user), now.timestamp_millis());
+        }
+        for (user, at) in rows.into_iter().flatten() {
+            written.issued_at_ms.insert((*coupon, *user), *at);
+        }
         written.duplicates += plan.duplicates;
         written
             .refused
@@ -152,7 +165,7 @@ async fn write_once<E: Borrow<IssueEvent>>(
         insert.extend(plan.insert.into_iter().map(|j| indexes[j]));
     }
     if !insert.is_empty() {
-        let inserted = insert_rows(&mut tx, insert.iter().map(|&i| events[i].borrow())).await?;
+        let inserted = insert_rows(&mut tx, insert.iter().map(|&i| events[i].borrow()), now).await?;
         if inserted != insert.len() as u64 {
             // Only possible without the lookup: a redelivery was planned as new.
             tx.rollback().await?;
@@ -212,8 +225,9 @@ async fn lock_coupons(
 async fn insert_rows<'e>(
     tx: &mut sqlx::MySqlConnection,
     events: impl Iterator<Item = &'e IssueEvent>,
+    now: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
-    let now = datetime(Utc::now());
+    let now = datetime(now);
     let mut sql =
         String::from("INSERT IGNORE INTO coupon_issues (coupon_id, user_id, position, accepted_at, issued_at) VALUES ");
     for (i, event) in events.enumerate() {
@@ -256,16 +270,17 @@ async fn raise_issued(tx: &mut sqlx::MySqlConnection, by: &BTreeMap<CouponId, u6
     Ok(())
 }
 
-/// Which of the `users` of each coupon already have a row, in one query.
+/// Which of the `users` of each coupon already have a row, with its
+/// `issued_at` (unix ms), in one query.
 async fn existing_rows(
     tx: &mut sqlx::MySqlConnection,
     wanted: &[(CouponId, Vec<i64>)],
-) -> Result<HashMap<CouponId, HashSet<i64>>, sqlx::Error> {
-    let mut existing: HashMap<CouponId, HashSet<i64>> = HashMap::new();
+) -> Result<HashMap<CouponId, HashMap<i64, i64>>, sqlx::Error> {
+    let mut existing: HashMap<CouponId, HashMap<i64, i64>> = HashMap::new();
     if wanted.is_empty() {
         return Ok(existing);
     }
-    let mut sql = String::from("SELECT coupon_id, user_id FROM coupon_issues WHERE ");
+    let mut sql = String::from("SELECT coupon_id, user_id, issued_at FROM coupon_issues WHERE ");
     for (n, (coupon, users)) in wanted.iter().enumerate() {
         let _ = write!(
             sql,
@@ -278,8 +293,12 @@ async fn existing_rows(
     }
     for row in sqlx::raw_sql(AssertSqlSafe(sql)).fetch_all(tx).await? {
         let (coupon, user): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        let issued_at: DateTime<Utc> = row.try_get(2)?;
         if let Ok(coupon) = CouponId::new(coupon) {
-            existing.entry(coupon).or_default().insert(user);
+            existing
+                .entry(coupon)
+                .or_default()
+                .insert(user, issued_at.timestamp_millis());
         }
     }
     Ok(existing)
@@ -303,7 +322,7 @@ pub struct Plan {
 /// Decides per event, in position order so that if the quantity no longer fits
 /// (only possible after Redis lost state) the earliest accepted keep their rows.
 /// An event without a valid acceptance time is refused outright.
-pub fn plan(events: &[&IssueEvent], existing: &HashSet<i64>, room: i64) -> Plan {
+pub fn plan(events: &[&IssueEvent], existing: impl Fn(i64) -> bool, room: i64) -> Plan {
     let mut order: Vec<usize> = (0..events.len()).collect();
     order.sort_by_key(|&i| events[i].position);
     let mut seen = HashSet::new();
@@ -313,7 +332,7 @@ pub fn plan(events: &[&IssueEvent], existing: &HashSet<i64>, room: i64) -> Plan 
         let user = events[i].user_id.get();
         if accepted_at(events[i]).is_none() {
             plan.refused.push((i, Refusal::InvalidAcceptedAt));
-        } else if existing.contains(&user) || !seen.insert(user) {
+        } else if existing(user) || !seen.insert(user) {
             plan.duplicates += 1;
         } else if room > 0 {
             room -= 1;
@@ -373,7 +392,7 @@ mod tests {
     fn redeliveries_are_noops_and_the_earliest_keep_the_last_rooms() {
         let events = [event(30, 3), event(10, 1), event(20, 2), event(10, 1), event(40, 4)];
         let existing = HashSet::from([20]);
-        let plan = plan(&events.iter().collect::<Vec<_>>(), &existing, 1);
+        let plan = plan(&events.iter().collect::<Vec<_>>(), |u| existing.contains(&u), 1);
         assert_eq!(plan.insert, vec![1]);
         assert_eq!(plan.duplicates, 2);
         assert_eq!(
@@ -389,10 +408,10 @@ mod tests {
             ..event(1, 1)
         };
         for bad in [i64::MAX, i64::MIN, -62_000_000_000_000, 253_402_300_800_000] {
-            let plan = plan(&[&at(bad)], &HashSet::new(), 10);
+            let plan = plan(&[&at(bad)], |_| false, 10);
             assert_eq!(plan.refused, vec![(0, Refusal::InvalidAcceptedAt)], "{bad}");
             assert!(plan.insert.is_empty());
         }
-        assert_eq!(plan(&[&at(1_764_000_000_000)], &HashSet::new(), 10).insert, vec![0]);
+        assert_eq!(plan(&[&at(1_764_000_000_000)], |_| false, 10).insert, vec![0]);
     }
 }

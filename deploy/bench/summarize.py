@@ -59,8 +59,9 @@ def load_json(path):
 
 
 def wrk_result(path):
-    """wrk's WRK_JSON line, with the server's and Redis's CPU microseconds per
-    request from run.sh's WRK_CPU line when there is one."""
+    """wrk's WRK_JSON line, with CPU microseconds per request from the WRK_CPU
+    line when there is one: `<name>_cpu_us` for each of its `<name>_ticks`
+    (run.sh: server and redis; status.sh: mysqld, api and redis)."""
     if not path.exists():
         return None
     result, cpu = None, None
@@ -74,8 +75,9 @@ def wrk_result(path):
             pass
     if result and cpu and result.get("requests"):
         per_tick = 1e6 / cpu["clk_tck"] / result["requests"]
-        result["server_cpu_us"] = cpu["server_ticks"] * per_tick
-        result["redis_cpu_us"] = cpu["redis_ticks"] * per_tick
+        for key, ticks in cpu.items():
+            if key.endswith("_ticks"):
+                result[key[: -len("_ticks")] + "_cpu_us"] = ticks * per_tick
     return result
 
 

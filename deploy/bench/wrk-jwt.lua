@@ -29,4 +29,5 @@ request = function()
   return wrk.format(nil, nil, { ["Authorization"] = token }, nil)
 end
 
-dofile("deploy/bench/wrk-report.lua")
+-- The WRK_JSON line, next to this file.
+dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "wrk-report.lua")

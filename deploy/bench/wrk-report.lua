@@ -1,6 +1,6 @@
--- The `done` of the wrk scripts in deploy/bench/: one machine-readable line,
+-- The end of every wrk run of deploy/bench/ (loaded by wrk-issue.lua and
+-- wrk-get.lua): one machine-readable line that summarize.py reads,
 --   WRK_JSON {"requests":..,"duration_s":..,"rps":..,"p50_ms":..,...}
--- Loaded with dofile from the repository root (where the bench scripts run).
 
 done = function(summary, latency, requests)
   local secs = summary.duration / 1e6

@@ -67,6 +67,8 @@ impl Layout {
             issued: format!("{tag}:issued"),
             meta: format!("{tag}:meta"),
             failed: format!("{tag}:failed"),
+            issued_at: format!("{tag}:issued-at"),
+            rebuild_issued_at: format!("{tag}:rebuild-issued-at"),
             rebuild_lock: format!("{tag}:rebuild"),
             rebuild_set: format!("{tag}:rebuild-set"),
             events: partition.events.clone(),
@@ -84,6 +86,7 @@ impl Layout {
             events: format!("events:{tag}"),
             dead: format!("dead:{tag}"),
             attempts: format!("attempts:{tag}"),
+            written: format!("written:{tag}"),
         }
     }
 
@@ -111,6 +114,9 @@ pub struct PartitionKeys {
     /// `MAX_DELIVERIES` times, each made alone (the consumer's isolation of a
     /// possible poison entry); deleted once it is acked or buried.
     pub attempts: String,
+    /// Pub/sub channel on which an ack announces the users it recorded as
+    /// written (issued) or failed: [`StatusNote`]. Not a key: a channel.
+    pub written: String,
 }
 
 impl PartitionKeys {
@@ -127,6 +133,26 @@ impl PartitionKeys {
     }
 }
 
+/// What an ack (or a burial) publishes on its partition's
+/// [`PartitionKeys::written`] channel: the coupon, then the users whose status
+/// just became final, separated by spaces (`"42 7 8 9"`). The API's long-polls
+/// wake on it; built in Lua by the consumer's scripts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusNote {
+    pub coupon: CouponId,
+    pub users: Vec<i64>,
+}
+
+impl StatusNote {
+    /// The note in a message's payload, if it is one.
+    pub fn parse(payload: &str) -> Option<Self> {
+        let mut words = payload.split(' ');
+        let coupon = words.next()?.parse().ok()?;
+        let users = words.map(str::parse).collect::<Result<_, _>>().ok()?;
+        Some(Self { coupon, users })
+    }
+}
+
 /// The keys of one coupon, all in its partition's slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CouponKeys {
@@ -138,6 +164,12 @@ pub struct CouponKeys {
     pub meta: String,
     /// HASH user id -> reason, for users whose accepted request was given up on.
     pub failed: String,
+    /// HASH user id -> when the user's row was written (unix ms, MySQL's
+    /// `issued_at`), set by the consumer's ack in the step that acks the
+    /// entry: the status endpoint answers `issued` from it without MySQL.
+    pub issued_at: String,
+    /// HASH the rebuild fills from MySQL's `issued_at` before it installs it.
+    pub rebuild_issued_at: String,
     /// Lock held by the one API instance that rebuilds the coupon's state.
     pub rebuild_lock: String,
     /// SET the rebuild fills from MySQL before it installs it in one step.
@@ -232,12 +264,14 @@ mod tests {
             &keys.issued,
             &keys.meta,
             &keys.failed,
+            &keys.issued_at,
+            &keys.rebuild_issued_at,
             &keys.rebuild_lock,
             &keys.rebuild_set,
         ] {
             assert!(key.starts_with("coupon:{p10}:42:"), "{key}");
         }
-        for key in [&keys.events, &keys.dead, &keys.attempts] {
+        for key in [&keys.events, &keys.dead, &keys.attempts, &keys.partition.written] {
             assert!(key.ends_with(":{p10}"), "{key}");
         }
         assert_eq!(layout.partition_of_stream(&keys.events), Some(10));
@@ -255,6 +289,14 @@ mod tests {
         assert_eq!(used.len(), 4);
         assert_eq!(layout.all().count(), 4);
         assert!(Layout::new(0).is_err() && Layout::new(1025).is_err() && Layout::new(1024).is_ok());
+    }
+
+    #[test]
+    fn a_status_note_names_its_coupon_and_users() {
+        let note = StatusNote::parse("42 7 8").unwrap();
+        assert_eq!((note.coupon, note.users), (id(42), vec![7, 8]));
+        assert_eq!(StatusNote::parse("42").unwrap().users, Vec::<i64>::new());
+        assert!(StatusNote::parse("x 1").is_none() && StatusNote::parse("42 y").is_none());
     }
 
     #[test]

@@ -38,4 +38,4 @@ pub mod tls;
 pub use coupon::Coupon;
 pub use event::IssueEvent;
 pub use ids::{CouponId, UserId};
-pub use keys::{CouponKeys, Layout, LegacyKeys, LegacyKind, PartitionKeys};
+pub use keys::{CouponKeys, Layout, LegacyKeys, LegacyKind, PartitionKeys, StatusNote};

@@ -18,6 +18,13 @@ pub const MYSQL_ERRORS: &str = "coupon_mysql_errors_total";
 /// 1 when the API's last readiness check reached MySQL, else 0 (the API keeps
 /// issuing without it).
 pub const API_MYSQL_UP: &str = "coupon_api_mysql_up";
+/// Status long-polls (`?wait=`) waiting now in this API process.
+pub const STATUS_WAITERS: &str = "coupon_api_status_waiters";
+/// Status long-polls refused (503) because `STATUS_MAX_WAITERS` were waiting.
+pub const STATUS_WAITERS_REFUSED: &str = "coupon_api_status_waiters_refused_total";
+/// Status reads, labelled `source`: `redis` (the hot path) or `mysql` (Redis
+/// no longer holds the coupon's state).
+pub const STATUS_READS: &str = "coupon_api_status_reads_total";
 /// Coupon states rebuilt from MySQL.
 pub const STATE_REBUILDS: &str = "coupon_state_rebuilds_total";
 /// Events the consumer handled, labelled `result` (inserted, duplicate, dead_lettered).

@@ -230,6 +230,23 @@ pub async fn connect(config: &RedisConfig, response_timeout: Duration) -> Result
         .await
 }
 
+/// Clients for pub/sub connections: one for `REDIS_URL`, or one per seed of
+/// `REDIS_CLUSTER_URLS` (a cluster forwards every `PUBLISH` to all its nodes,
+/// so any one node hears them; the next seed serves when one is down).
+pub fn pubsub_clients(config: &RedisConfig) -> Result<Vec<redis::Client>, RedisConnectError> {
+    crate::tls::install_crypto_provider();
+    let certificates = tls_certificates(&config.tls)?;
+    let urls = config.cluster_seeds().unwrap_or_else(|| vec![config.redis_url.clone()]);
+    urls.iter()
+        .map(|url| match &certificates {
+            Some(certificates) if is_tls_url(url) => {
+                Ok(redis::Client::build_with_tls(url.as_str(), certificates.clone())?)
+            }
+            _ => Ok(redis::Client::open(url.as_str())?),
+        })
+        .collect()
+}
+
 /// Connects, retrying until `wait` has passed, for start-up while Redis comes up;
 /// a configuration or TLS error fails at once.
 pub async fn connect_with_wait(

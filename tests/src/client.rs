@@ -86,6 +86,12 @@ impl Client {
         Self::answer(self.http.get(format!("{}{path}", self.base)).send().await.unwrap()).await
     }
 
+    /// `GET /coupons/{coupon}/issues/{user}`, with `?wait=` when given.
+    pub async fn status(&self, coupon: i64, user: i64, wait: Option<&str>) -> Answer {
+        let query = wait.map(|w| format!("?wait={w}")).unwrap_or_default();
+        self.get(&format!("/coupons/{coupon}/issues/{user}{query}")).await
+    }
+
     /// A raw request, for bad-input tests.
     pub async fn raw(&self, method: &str, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Answer {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();

@@ -113,6 +113,16 @@ impl Env {
             .expect("reading coupon_issues")
     }
 
+    /// Waits until the consumers have written exactly `users` for `coupon`.
+    pub async fn until_written(&self, coupon: i64, users: &HashSet<i64>) {
+        crate::wait::until(
+            Duration::from_secs(60),
+            "the consumers to write every accepted user",
+            || async { (self.mysql_users(coupon).await == *users).then_some(()) },
+        )
+        .await;
+    }
+
     /// What the test's database holds for `coupon`: rows, distinct users and
     /// `issued_quantity`.
     pub async fn ledger(&self, coupon: i64) -> Ledger {
@@ -200,6 +210,7 @@ pub fn api_config(env: &Env, admin_token: Option<&str>) -> api::ApiConfig {
         live_heartbeat_ms: 15_000,
         redis_wait_replicas: 0,
         redis_wait_timeout_ms: 1000,
+        status_max_waiters: 10_000,
         common: env.common_config(),
     }
 }

@@ -4,11 +4,10 @@
 use crate::amend::{self, CouponPatch};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{AdminRejections, AdminToken, ApiJson, BodyRejections, CouponPath};
+use crate::extract::{AdminRejections, AdminToken, ApiJson, ApiQuery, BodyRejections, CouponPath};
 use crate::store::{self, CouponDraft};
 use crate::{lookup, rebuild};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, FixedOffset, Utc};
@@ -279,9 +278,8 @@ pub struct CouponPage {
 pub async fn list(
     State(app): State<AppState>,
     _admin: AdminToken,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<CouponPage>, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::InvalidRequest(rejection.body_text()))?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::InvalidRequest("limit must be 1 to 1000".into()));

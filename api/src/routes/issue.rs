@@ -1,21 +1,18 @@
-//! `POST /coupons/{coupon_id}/issue`, the hot path, and
-//! `GET /coupons/{coupon_id}/issues/{user_id}`, its status.
+//! `POST /coupons/{coupon_id}/issue`, the hot path (its status is
+//! [`super::status`]).
 
 use crate::app::AppState;
 use crate::caller::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{BodyRejections, CouponPath, IssuePath, OptionalJson, UserRejections};
+use crate::extract::{BodyRejections, CouponPath, OptionalJson, UserRejections};
 use crate::script::Decision;
-use crate::store;
 use crate::{lookup, rebuild};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::{DateTime, Utc};
-use redis::AsyncCommands;
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use shared::redis_conn::RedisConn;
-use shared::{CouponId, IssueEvent, LegacyKeys, UserId};
+use shared::{CouponId, IssueEvent, UserId};
 use utoipa::ToSchema;
 
 /// Who asks for the coupon. Required when the API trusts its caller; when it
@@ -40,18 +37,6 @@ pub struct Accepted {
     status: &'static str,
     /// This user's 1-based place among the accepted.
     position: i64,
-}
-
-/// Where a user's accepted request stands.
-#[derive(Serialize, ToSchema, Debug, PartialEq)]
-#[serde(tag = "status", rename_all = "lowercase")]
-pub enum IssueStatus {
-    /// The row is in MySQL.
-    Issued { issued_at: DateTime<Utc> },
-    /// Accepted, not yet written to MySQL.
-    Pending,
-    /// Accepted but given up on (dead-lettered).
-    Failed { reason: String },
 }
 
 /// Asks for one coupon, first come first served.
@@ -142,49 +127,4 @@ async fn decide(app: &AppState, id: CouponId, user: UserId) -> Result<Accepted, 
             "the coupon's state is being rebuilt, retry shortly",
         )),
     }
-}
-
-/// Tells whether the user's accepted request is in MySQL yet.
-#[utoipa::path(get, path = "/coupons/{coupon_id}/issues/{user_id}",
-    params(("coupon_id" = i64, Path, minimum = 1), ("user_id" = i64, Path, minimum = 1)),
-    responses(
-        (status = 200, body = IssueStatus),
-        (status = 400, body = ErrorBody, description = "`invalid_request`: bad id"),
-        UserRejections,
-        (status = 404, body = ErrorBody, description = "`coupon_not_found`, or `not_found`: no accepted request for this user"),
-        (status = 503, body = ErrorBody, description = "`unavailable`"),
-    ),
-    security((), ("user_jwt" = [])))]
-pub async fn status(
-    State(app): State<AppState>,
-    caller: Caller,
-    path: IssuePath,
-) -> Result<Json<IssueStatus>, ApiError> {
-    let IssuePath { coupon, user } = path;
-    // A token's user may read only their own status.
-    let user = caller.user(&app, Some(user))?;
-    let coupon = lookup::coupon(&app, coupon).await?;
-    if let Some(issued_at) = store::issued_at(&app.db, coupon.id, user).await? {
-        return Ok(Json(IssueStatus::Issued { issued_at }));
-    }
-    let keys = &coupon.keys;
-    let (reason, accepted): (Option<String>, bool) = redis::pipe()
-        .hget(&keys.failed, user.get())
-        .sismember(&keys.issued, user.get())
-        .query_async(&mut app.redis())
-        .await?;
-    match (reason, accepted) {
-        (Some(reason), _) => Ok(Json(IssueStatus::Failed { reason })),
-        (None, true) => Ok(Json(IssueStatus::Pending)),
-        (None, false) => match legacy_failure(&mut app.redis(), coupon.id, user).await? {
-            Some(reason) => Ok(Json(IssueStatus::Failed { reason })),
-            None => Err(ApiError::NotFound("this user has no accepted request for this coupon")),
-        },
-    }
-}
-
-/// Why `user`'s request was given up on before an upgrade to partitions, while
-/// the consumers have not yet moved the mark (their legacy scan does).
-async fn legacy_failure(redis: &mut RedisConn, coupon: CouponId, user: UserId) -> Result<Option<String>, ApiError> {
-    Ok(redis.hget(LegacyKeys::new(coupon).failed, user.get()).await?)
 }

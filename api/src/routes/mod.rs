@@ -9,14 +9,16 @@ pub mod coupons;
 pub mod issue;
 pub mod live;
 pub mod ops;
+pub mod status;
 
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::http_layer;
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::Method;
-use axum::{BoxError, Router};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
 use std::time::Duration;
 use tower::ServiceBuilder;
 use utoipa::openapi::path::{Operation, PathItem};
@@ -33,7 +35,7 @@ pub fn declared() -> OpenApiRouter<AppState> {
         .routes(routes!(coupons::get, coupons::change));
     let issue = OpenApiRouter::new()
         .routes(routes!(issue::issue))
-        .routes(routes!(issue::status));
+        .routes(routes!(status::status));
     let live = OpenApiRouter::new().routes(routes!(live::live));
     let ops = OpenApiRouter::new()
         .routes(routes!(ops::healthz))
@@ -83,6 +85,17 @@ pub fn metrics_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Answers 503 once a request has taken `limit` (plus the `wait` of a
+/// status long-poll, which answers by then itself).
+async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+    let limit = limit + status::allowance(route, &request);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Unavailable("the request took too long").into_response(),
+    }
+}
+
 /// Every route, with body limit, request timeout and the JSON 404/405 answers.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let (routes, _document) = declared().split_for_parts();
@@ -92,10 +105,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(axum::middleware::from_fn(http_layer::trace_and_measure))
-                .layer(HandleErrorLayer::new(|_: BoxError| async {
-                    ApiError::Unavailable("the request took too long")
-                }))
-                .timeout(request_timeout),
+                .layer(axum::middleware::from_fn_with_state(request_timeout, deadline)),
         )
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)

@@ -140,7 +140,8 @@ impl From<&IssueEvent> for Owner {
 /// (the user) is not empty; then the attempts hash when ARGV[6] (its field) is
 /// not empty; then the events stream when ARGV[7] (the group) is not empty.
 /// ARGV[1] event, [2] position, [3] reason, [4] source entry id, [8] and [9]
-/// the event and position field names.
+/// the event and position field names, [10] the [`shared::StatusNote`] to
+/// publish on channel [11] (waking the user's long-polls) or empty.
 static BURY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "redis.call('XADD', KEYS[1], '*', ARGV[8], ARGV[1], ARGV[9], ARGV[2], 'reason', ARGV[3], 'source_id', ARGV[4]) \
@@ -153,6 +154,7 @@ static BURY: LazyLock<Script> = LazyLock::new(|| {
          end \
          if ARGV[6] ~= '' then redis.call('HDEL', KEYS[k], ARGV[6]) k = k + 1 end \
          if ARGV[7] ~= '' then redis.call('XACK', KEYS[k], ARGV[7], ARGV[4]) end \
+         if ARGV[10] ~= '' then redis.call('PUBLISH', ARGV[11], ARGV[10]) end \
          return 1",
     )
 });
@@ -180,15 +182,17 @@ pub async fn bury(
         .arg(entry.position.as_deref().unwrap_or_default())
         .arg(&text)
         .arg(&entry.id);
-    match (owner.coupon, owner.user) {
+    let (note, channel) = match (owner.coupon, owner.user) {
         (Some(coupon), Some(user)) => {
             let keys = layout.coupon(coupon);
             bury.key(&keys.failed).key(&keys.meta).arg(user.get());
+            (format!("{coupon} {user}"), keys.partition.written)
         }
         _ => {
             bury.arg("");
+            (String::new(), String::new())
         }
-    }
+    };
     // The attempts hash and the stream may live in another slot than the
     // grave (a legacy stream, an event in the wrong partition); a standalone
     // server takes keys of any slot in one script.
@@ -206,7 +210,13 @@ pub async fn bury(
     } else {
         bury.arg("");
     }
-    let _: i64 = bury.arg(FIELD_EVENT).arg(FIELD_POSITION).invoke_async(conn).await?;
+    let _: i64 = bury
+        .arg(FIELD_EVENT)
+        .arg(FIELD_POSITION)
+        .arg(note)
+        .arg(channel)
+        .invoke_async(conn)
+        .await?;
     if !forget_here {
         let _: i64 = redis::cmd("HDEL")
             .arg(&home.attempts)

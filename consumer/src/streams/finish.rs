@@ -10,29 +10,52 @@ use std::sync::LazyLock;
 /// Entries acked per script call (Lua's `unpack` takes a few thousand values at most).
 const ACK_CHUNK: usize = 1000;
 
-/// Acks entries and re-adds their users to the coupon's issued set, but only
-/// while the coupon's metadata exists: a set re-created after the state expired
-/// would never expire, and one of a lost state is rebuilt from MySQL anyway. A
-/// set this creates (or grows) expires with the metadata.
-/// KEYS: the events stream, the coupon's meta, its issued set (one slot).
-/// ARGV: the group, n, n entry ids, then the users.
+/// Acks entries and re-adds their users to the coupon's issued set, with when
+/// each was written (its `issued-at` hash, which the status endpoint answers
+/// from), but only while the coupon's metadata exists: a set re-created after
+/// the state expired would never expire, and one of a lost state is rebuilt
+/// from MySQL anyway (its `issued-at` too). What this creates (or grows)
+/// expires with the metadata. Then publishes a [`shared::StatusNote`] on the
+/// partition's channel, waking the API's long-polls of these users.
+/// KEYS: the events stream, the coupon's meta, its issued set, its issued-at
+/// hash (one slot). ARGV: the group, n, the channel, the coupon, n entry ids,
+/// then m users and their m issued_at (unix ms).
 static ACK_WRITTEN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "local n = tonumber(ARGV[2]) \
-         if #ARGV > 2 + n and redis.call('EXISTS', KEYS[2]) == 1 \
-            and redis.call('SADD', KEYS[3], unpack(ARGV, 3 + n)) > 0 then \
+         local m = (#ARGV - 4 - n) / 2 \
+         if m > 0 and redis.call('EXISTS', KEYS[2]) == 1 then \
            local ttl = redis.call('PTTL', KEYS[2]) \
-           if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end \
+           local users = 4 + n \
+           local grew = redis.call('SADD', KEYS[3], unpack(ARGV, users + 1, users + m)) > 0 \
+           local times = {} \
+           for i = 1, m do times[2 * i - 1] = ARGV[users + i] times[2 * i] = ARGV[users + m + i] end \
+           redis.call('HSET', KEYS[4], unpack(times)) \
+           if ttl > 0 then \
+             if grew then redis.call('PEXPIRE', KEYS[3], ttl) end \
+             redis.call('PEXPIRE', KEYS[4], ttl) \
+           end \
          end \
-         return redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3, 2 + n))",
+         local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 5, 4 + n)) \
+         if m > 0 then \
+           redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. table.concat(ARGV, ' ', 5 + n, 4 + n + m)) \
+         end \
+         return acked",
     )
 });
 
 /// The coupon state an ack puts the written users back into.
 #[derive(Clone, Copy, Debug)]
 pub struct IssuedSet<'a> {
-    pub meta: &'a str,
-    pub issued: &'a str,
+    pub coupon: shared::CouponId,
+    pub keys: &'a shared::CouponKeys,
+}
+
+/// Users written to MySQL, each with when its row says it was issued (unix ms).
+#[derive(Clone, Copy, Debug)]
+pub struct WrittenUsers<'a> {
+    pub users: &'a [i64],
+    pub issued_at_ms: &'a [i64],
 }
 
 /// Acknowledges `ids` of `stream` once their rows are committed, and puts their
@@ -41,14 +64,15 @@ pub struct IssuedSet<'a> {
 /// only once it is drained). Normally they are members already; but if Redis
 /// lost its data and the API rebuilt the set from MySQL while this batch was in
 /// flight, the rebuild missed them, and without this they could be accepted a
-/// second time.
+/// second time. Their issued_at goes to the coupon's `issued-at` hash in the
+/// same step, so no status read can see an entry acked but not yet recorded.
 pub async fn ack_written(
     conn: &mut RedisConn,
     member: &Member,
     stream: &str,
     set: Option<IssuedSet<'_>>,
     ids: &[&str],
-    users: &[i64],
+    written: WrittenUsers<'_>,
 ) -> RedisResult<()> {
     let Some(set) = set else {
         for chunk in ids.chunks(ACK_CHUNK) {
@@ -61,15 +85,24 @@ pub async fn ack_written(
         }
         return Ok(());
     };
-    for (ids, users) in ids.chunks(ACK_CHUNK).zip(users.chunks(ACK_CHUNK)) {
+    let users = written
+        .users
+        .chunks(ACK_CHUNK)
+        .zip(written.issued_at_ms.chunks(ACK_CHUNK));
+    for (ids, (users, times)) in ids.chunks(ACK_CHUNK).zip(users) {
+        let keys = set.keys;
         let _: i64 = ACK_WRITTEN
             .key(stream)
-            .key(set.meta)
-            .key(set.issued)
+            .key(&keys.meta)
+            .key(&keys.issued)
+            .key(&keys.issued_at)
             .arg(&member.group)
             .arg(ids.len())
+            .arg(&keys.partition.written)
+            .arg(set.coupon.get())
             .arg(ids)
             .arg(users)
+            .arg(times)
             .invoke_async(conn)
             .await?;
     }

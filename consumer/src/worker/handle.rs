@@ -16,7 +16,8 @@
 use super::{Batch, Book, EntryRef, Outcome, Worker, WorkerError};
 use crate::dead_letter::{self, DeadReason, Owner};
 use crate::store::{self, WriteError, Written};
-use crate::streams::{self, finish::IssuedSet, Entry, Source};
+use crate::streams::finish::{IssuedSet, WrittenUsers};
+use crate::streams::{self, Entry, Source};
 use shared::{CouponId, IssueEvent, Layout};
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashSet};
@@ -51,6 +52,8 @@ struct Ack<'a> {
     source: Source,
     ids: Vec<&'a str>,
     users: Vec<i64>,
+    /// When each of `users` was issued (unix ms).
+    issued_at_ms: Vec<i64>,
 }
 
 impl Worker {
@@ -161,7 +164,7 @@ impl Worker {
         outcome.duplicates += written.duplicates;
         self.bury_refused(items, &written, outcome).await?;
         // All written now (or already there): their users go back into the sets.
-        let acked = self.ack_all(items, book, isolated).await;
+        let acked = self.ack_all(items, &written, book, isolated).await;
         items.retain(|item| !acked.done.contains(&(item.entry.stream.clone(), item.entry.id.clone())));
         match acked.failure {
             Some(err) => Err(err),
@@ -171,7 +174,7 @@ impl Worker {
 
     /// Acks every item, one script call per stream and coupon, all in flight
     /// at once; forgets the isolated attempts of those acked when `isolated`.
-    async fn ack_all(&mut self, items: &[Item], book: &Book, isolated: bool) -> Acked {
+    async fn ack_all(&mut self, items: &[Item], written: &Written, book: &Book, isolated: bool) -> Acked {
         let mut groups: BTreeMap<(&str, CouponId), Ack<'_>> = BTreeMap::new();
         for item in items {
             let ack = groups
@@ -182,9 +185,17 @@ impl Worker {
                     source: item.source,
                     ids: Vec::new(),
                     users: Vec::new(),
+                    issued_at_ms: Vec::new(),
                 });
+            let user = item.event.user_id.get();
+            #[allow(clippy::expect_used)]
+            let issued_at = *written
+                .issued_at_ms
+                .get(&(item.event.coupon_id, user))
+                .expect("the refused left `items` before the acks: every one left was inserted or found written");
             ack.ids.push(&item.entry.id);
-            ack.users.push(item.event.user_id.get());
+            ack.users.push(user);
+            ack.issued_at_ms.push(issued_at);
         }
         let (layout, member) = (&self.layout, &self.member);
         let calls = groups.into_values().map(|ack| {
@@ -192,10 +203,14 @@ impl Worker {
             async move {
                 let keys = layout.coupon(ack.coupon);
                 let set = ack.source.is_partition().then_some(IssuedSet {
-                    meta: &keys.meta,
-                    issued: &keys.issued,
+                    coupon: ack.coupon,
+                    keys: &keys,
                 });
-                let result = streams::ack_written(&mut conn, member, ack.stream, set, &ack.ids, &ack.users).await;
+                let users = WrittenUsers {
+                    users: &ack.users,
+                    issued_at_ms: &ack.issued_at_ms,
+                };
+                let result = streams::ack_written(&mut conn, member, ack.stream, set, &ack.ids, users).await;
                 (ack, result)
             }
         });
