@@ -42,7 +42,9 @@ async fn both_metrics_endpoints_expose_values_that_move_during_a_sale() {
     assert!(sample(&api_metrics, "coupon_issue_decisions_total{outcome=\"sold_out\"}").unwrap() >= 2.0);
     assert!(sample(&api_metrics, "coupon_issue_decisions_total{outcome=\"already_issued\"}").unwrap() >= 1.0);
     assert!(api_metrics.contains("coupon_http_request_duration_seconds_bucket{method=\"POST\",route=\"/coupons/{coupon_id}/issue\",status=\"202\""));
-    assert!(sample(&api_metrics, "coupon_issue_script_duration_seconds_count").unwrap() >= 6.0);
+    // Redis decided the three acceptances and the first sold out; the sold-out
+    // memory may answer the rest without a script call.
+    assert!(sample(&api_metrics, "coupon_issue_script_duration_seconds_count").unwrap() >= 4.0);
 
     let partition = shared::Layout::default().partition_of(shared::CouponId::new(coupon).unwrap());
     let label = format!("{{partition=\"{partition}\"}}");
