@@ -90,8 +90,6 @@ on_cleanup() {
   if [ "$DB_MADE" = 1 ]; then sql -e "DROP DATABASE IF EXISTS $DB_NAME" 2>/dev/null || true; fi
 }
 
-# CPU time (user + system, clock ticks) a process has used so far.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 # Percent of one core from a tick count over SECONDS.
 pct() { awk -v t="$1" -v s="$2" -v hz="$HZ" 'BEGIN { printf "%.2f", t * 100 / hz / s }'; }
 status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -141,8 +139,7 @@ start_env() { # tag
   start_bg "$OUT/api-$1.log" env -u OTEL_EXPORTER_OTLP_ENDPOINT RUST_LOG=info REDIS_URL="$REDIS_URL" \
     DATABASE_URL="$DATABASE_URL" LISTEN_ADDR="127.0.0.1:$API_PORT" ADMIN_TOKEN="$ADMIN_TOKEN" $API_ENV "$BIN/coupon-api"
   API_PID=$BG_PID
-  for _ in $(seq 150); do curl -fsS "$API_URL/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
-  curl -fsS "$API_URL/readyz" >/dev/null || die "coupon-api is not ready (see $OUT/api-$1.log)"
+  wait_ready "$API_URL" "$OUT/api-$1.log"
 }
 stop_env() {
   stop_pid "$API_PID"

@@ -97,8 +97,7 @@ sql -e "DROP DATABASE IF EXISTS $DB_NAME; CREATE DATABASE $DB_NAME"
 api() { # log port wait_replicas
   start_bg "$1" env -u OTEL_EXPORTER_OTLP_ENDPOINT RUST_LOG=info REDIS_URL="$REDIS_URL" DATABASE_URL="$DATABASE_URL" \
     LISTEN_ADDR="127.0.0.1:$2" ADMIN_TOKEN="$ADMIN_TOKEN" REDIS_WAIT_REPLICAS="$3" "$BIN/coupon-api"
-  for _ in $(seq 150); do curl -fsS "http://127.0.0.1:$2/readyz" >/dev/null 2>&1 && return; sleep 0.2; done
-  die "coupon-api on $2 is not ready (see $1)"
+  wait_ready "http://127.0.0.1:$2" "$1"
 }
 api "$OUT/api.log" "$API_PORT" 0
 API_PID=$BG_PID
@@ -108,20 +107,14 @@ start_bg "$OUT/ceiling.log" env REDIS_URL="$REDIS_URL" LISTEN_ADDR="127.0.0.1:$C
 CEILING_PID=$BG_PID
 for _ in $(seq 50); do grep -q listening "$OUT/ceiling.log" && break; sleep 0.1; done
 
-create_coupon() { # port quantity -> id
-  local start end
-  start=$(date -u -d '-1 minute' +%Y-%m-%dT%H:%M:%SZ)
-  end=$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)
-  curl -fsS -X POST "http://127.0.0.1:$1/coupons" -H "Authorization: Bearer $ADMIN_TOKEN" \
-    -H 'Content-Type: application/json' \
-    -d "{\"name\":\"hot\",\"total_quantity\":$2,\"issue_start\":\"$start\",\"issue_end\":\"$end\"}" | jq -r .id
+hot_coupon() { # port quantity -> id
+  create_coupon "http://127.0.0.1:$1" hot "$2"
 }
 ceiling_coupon() { # id quantity
   run redis-cli -p "$REDIS_PORT" HSET "$(ckey "$1" meta)" total_quantity "$2" issue_start_ms 0 \
     issue_end_ms 99999999999999 >/dev/null
 }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 redis_cpu_us() { rcli INFO cpu | tr -d '\r' | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {printf "%.0f", s * 1e6}'; }
 wrk_run() { # label url server_pid
   local s0 r0
@@ -133,13 +126,13 @@ wrk_run() { # label url server_pid
 issue_url() { echo "http://127.0.0.1:$1/coupons/$2/issue"; }
 
 log "warm-up: 3 s each"
-DURATION=3 wrk_run warmup-api "$(issue_url "$API_PORT" "$(create_coupon "$API_PORT" "$HUGE")")" "$API_PID"
+DURATION=3 wrk_run warmup-api "$(issue_url "$API_PORT" "$(hot_coupon "$API_PORT" "$HUGE")")" "$API_PID"
 ceiling_coupon 900000100 "$HUGE"
 DURATION=3 wrk_run warmup-ceiling "$(issue_url "$CEILING_PORT" 900000100)" "$CEILING_PID"
 
 for round in $(seq "$ROUNDS"); do
   log "round $round/$ROUNDS: the sale ($QUANTITY units), coupon-api then coupon-ceiling"
-  sale=$(create_coupon "$API_PORT" "$QUANTITY")
+  sale=$(hot_coupon "$API_PORT" "$QUANTITY")
   fact "sale_coupon_$round" "$sale"
   ceiling=$((900000100 + round))
   ceiling_coupon "$ceiling" "$QUANTITY"
@@ -151,9 +144,9 @@ for round in $(seq "$ROUNDS"); do
   wrk_run "soldout-api-$round" "$(issue_url "$API_PORT" "$sale")" "$API_PID"
   wrk_run "soldout-ceiling-$round" "$(issue_url "$CEILING_PORT" "$ceiling")" "$CEILING_PID"
   log "round $round/$ROUNDS: every request accepted, REDIS_WAIT_REPLICAS=0 then 1; the sale with 1"
-  wrk_run "accept-api-$round" "$(issue_url "$API_PORT" "$(create_coupon "$API_PORT" "$HUGE")")" "$API_PID"
-  wrk_run "accept-wait-$round" "$(issue_url "$WAIT_PORT" "$(create_coupon "$WAIT_PORT" "$HUGE")")" "$WAIT_PID"
-  wait_sale=$(create_coupon "$WAIT_PORT" "$QUANTITY")
+  wrk_run "accept-api-$round" "$(issue_url "$API_PORT" "$(hot_coupon "$API_PORT" "$HUGE")")" "$API_PID"
+  wrk_run "accept-wait-$round" "$(issue_url "$WAIT_PORT" "$(hot_coupon "$WAIT_PORT" "$HUGE")")" "$WAIT_PID"
+  wait_sale=$(hot_coupon "$WAIT_PORT" "$QUANTITY")
   wrk_run "sale-wait-$round" "$(issue_url "$WAIT_PORT" "$wait_sale")" "$WAIT_PID"
   fact "sale_wait_issued_$round" "$(rcli SCARD "$(ckey "$wait_sale" issued)")"
 done

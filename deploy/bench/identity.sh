@@ -86,22 +86,13 @@ start_api() { # mode
     REDIS_URL="redis://127.0.0.1:$REDIS_PORT" DATABASE_URL="mysql://root@127.0.0.1:3306/$DB_NAME" \
     LISTEN_ADDR="127.0.0.1:$API_PORT" ADMIN_TOKEN="$ADMIN_TOKEN" "${settings[@]}" "$BIN/coupon-api"
   API_PID=$BG_PID
-  for _ in $(seq 150); do curl -fsS "$API_URL/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
-  curl -fsS "$API_URL/readyz" >/dev/null || die "coupon-api ($1) is not ready (see $OUT/api-$1.log)"
-}
-
-create_coupon() { # name -> id
-  local start end
-  start=$(date -u -d '-1 minute' +%Y-%m-%dT%H:%M:%SZ)
-  end=$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)
-  curl -fsS -X POST "$API_URL/coupons" -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
-    -d "{\"name\":\"$1\",\"total_quantity\":$QUANTITY,\"issue_start\":\"$start\",\"issue_end\":\"$end\"}" | jq -r .id
+  wait_ready "$API_URL" "$OUT/api-$1.log"
 }
 
 for round in $(seq "$ROUNDS"); do
   for mode in "${MODES[@]}"; do
     start_api "$mode"
-    coupon=$(create_coupon "identity $mode $round")
+    coupon=$(create_coupon "$API_URL" "identity $mode $round" "$QUANTITY")
     script=deploy/bench/wrk-issue.lua
     case $mode in hs256 | es256*) script=deploy/bench/wrk-jwt.lua ;; esac
     log "round $round/$ROUNDS: $mode (coupon $coupon)"

@@ -37,6 +37,20 @@ stop_pid() {
 }
 # CPU time (user + system, in clock ticks) a process has used so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# Waits up to 30 s for the API at URL to answer /readyz, or dies naming LOG.
+wait_ready() { # url log
+  for _ in $(seq 150); do curl -fsS "$1/readyz" >/dev/null 2>&1 && return; sleep 0.2; done
+  die "coupon-api at $1 is not ready (see $2)"
+}
+# Creates a coupon through the API at URL (ADMIN_TOKEN), open from a minute ago
+# for a day; prints its id.
+create_coupon() { # url name quantity
+  local start end
+  start=$(date -u -d '-1 minute' +%Y-%m-%dT%H:%M:%SZ)
+  end=$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)
+  curl -fsS -X POST "$1/coupons" -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
+    -d "{\"name\":\"$2\",\"total_quantity\":$3,\"issue_start\":\"$start\",\"issue_end\":\"$end\"}" | jq -r .id
+}
 port_free() { ! ss -Htln "sport = :$1" | grep -q .; }
 
 # Opens the run's results directory $OUT (made absolute): the facts the

@@ -114,22 +114,14 @@ start_bg "$OUT/api.log" env -u OTEL_EXPORTER_OTLP_ENDPOINT RUST_LOG=info REDIS_U
 API_PID=$BG_PID
 start_bg "$OUT/ceiling.log" env REDIS_URL="$REDIS_URL" LISTEN_ADDR="127.0.0.1:$CEILING_PORT" "$BIN/coupon-ceiling"
 CEILING_PID=$BG_PID
-for _ in $(seq 150); do curl -fsS "$API_URL/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
-curl -fsS "$API_URL/readyz" >/dev/null || die "coupon-api is not ready (see $OUT/api.log)"
+wait_ready "$API_URL" "$OUT/api.log"
 for _ in $(seq 50); do grep -q listening "$OUT/ceiling.log" && break; sleep 0.1; done
 event_bytes=$(sed -n 's/.*event payload \([0-9]*\) bytes.*/\1/p' "$OUT/ceiling.log")
 [ -n "$event_bytes" ] || die "coupon-ceiling did not start (see $OUT/ceiling.log)"
 
 # A coupon of coupon-api's own, open for a day, so big that every request is accepted.
-create_coupon() { # name quantity -> id
-  local start end
-  start=$(date -u -d '-1 minute' +%Y-%m-%dT%H:%M:%SZ)
-  end=$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)
-  curl -fsS -X POST "$API_URL/coupons" -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
-    -d "{\"name\":\"$1\",\"total_quantity\":$2,\"issue_start\":\"$start\",\"issue_end\":\"$end\"}" | jq -r .id
-}
 HUGE=1000000000000
-API_COUPON=$(create_coupon "bench http" "$HUGE")
+API_COUPON=$(create_coupon "$API_URL" "bench http" "$HUGE")
 record "curl -X POST $API_URL/coupons -H 'Authorization: Bearer ...' -d '{\"name\":\"bench http\",\"total_quantity\":$HUGE,...}'   # -> coupon $API_COUPON"
 run redis-cli -p "$REDIS_PORT" HSET "$(ckey "$CEILING_COUPON" meta)" total_quantity "$HUGE" issue_start_ms 0 issue_end_ms 99999999999999 >/dev/null
 run redis-cli -p "$REDIS_PORT" HSET "$(ckey "$RB_COUPON" meta)" total_quantity "$HUGE" issue_start_ms 0 issue_end_ms 99999999999999 >/dev/null

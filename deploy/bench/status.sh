@@ -89,17 +89,13 @@ log "coupon-api on $API_URL (RUST_LOG=info) and one consumer"
 start_bg "$OUT/api.log" env -u OTEL_EXPORTER_OTLP_ENDPOINT RUST_LOG=info REDIS_URL="$REDIS_URL" \
   DATABASE_URL="$DATABASE_URL" LISTEN_ADDR="127.0.0.1:$API_PORT" ADMIN_TOKEN="$ADMIN_TOKEN" "$BIN/coupon-api"
 API_PID=$BG_PID
-for _ in $(seq 150); do curl -fsS "$API_URL/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
-curl -fsS "$API_URL/readyz" >/dev/null || die "coupon-api is not ready (see $OUT/api.log)"
+wait_ready "$API_URL" "$OUT/api.log"
 start_bg "$OUT/consumer.log" env -u OTEL_EXPORTER_OTLP_ENDPOINT RUST_LOG=info REDIS_URL="$REDIS_URL" \
   DATABASE_URL="$DATABASE_URL" CONSUMER_NAME=bench-status METRICS_ADDR="127.0.0.1:$((CONSUMER_METRICS_PORT + 1))" \
   "$BIN/coupon-consumer"
 
 # ------------------------------------------------------------- the sale ---
-start=$(date -u -d '-1 minute' +%Y-%m-%dT%H:%M:%SZ)
-end=$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)
-COUPON=$(curl -fsS -X POST "$API_URL/coupons" -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
-  -d "{\"name\":\"status bench\",\"total_quantity\":$SALE_USERS,\"issue_start\":\"$start\",\"issue_end\":\"$end\"}" | jq -r .id)
+COUPON=$(create_coupon "$API_URL" "status bench" "$SALE_USERS")
 record "curl -X POST $API_URL/coupons -d '{\"total_quantity\":$SALE_USERS,...}'   # -> coupon $COUPON"
 log "(1) the sale: $SALE_USERS users for coupon $COUPON, then drained to MySQL"
 run "$BIN/coupon-bench" --api-url "$API_URL" --coupon "$COUPON" --users "$SALE_USERS" --user-offset 1 \
@@ -110,7 +106,6 @@ fact sample_status "$(curl -fsS "$API_URL/coupons/$COUPON/issues/1" | tr -d '\n'
 fact redis_issued_at_records "$(rcli HLEN "coupon:{p$((COUPON % 16))}:$COUPON:issued-at")"
 
 # ----------------------------------------------------- polls, A B A B ------
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 wrk_run() { # label url [STATUS_USERS [STATUS_QUERY]]: wrk, with mariadbd's, the API's and Redis' CPU ticks over the run
   local m0 a0 r0
   m0=$(cpu_ticks "$MYSQLD_PID") a0=$(cpu_ticks "$API_PID") r0=$(cpu_ticks "$REDIS_PID")
