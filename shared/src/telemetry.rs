@@ -51,19 +51,22 @@ impl Telemetry {
         if let Ok(directive) = format!("{SPAN_TARGET}=off").parse() {
             logs = logs.add_directive(directive);
         }
-        let otel = provider.as_ref().map(|p| {
-            tracing_opentelemetry::layer()
-                .with_tracer(p.tracer("coupon-rush"))
-                .with_filter(LevelFilter::INFO)
-        });
-        tracing_subscriber::registry()
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_filter(logs),
-            )
-            .with(otel)
-            .try_init()?;
+        let logs = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(logs);
+        // Not an `Option` layer: a `None` one declares an interest in every
+        // callsite, so each request would still build (and drop) its spans.
+        match &provider {
+            Some(provider) => tracing_subscriber::registry()
+                .with(logs)
+                .with(
+                    tracing_opentelemetry::layer()
+                        .with_tracer(provider.tracer("coupon-rush"))
+                        .with_filter(LevelFilter::INFO),
+                )
+                .try_init()?,
+            None => tracing_subscriber::registry().with(logs).try_init()?,
+        }
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         Ok(Self { provider })
     }
