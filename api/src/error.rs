@@ -120,8 +120,9 @@ impl ApiError {
 }
 
 impl IntoResponse for ApiError {
-    /// Builds the answer and nothing else: the error rides along in the
-    /// response's extensions, and [`crate::http_layer`] logs and counts it.
+    /// Builds the answer and nothing else: a Redis or MySQL failure rides
+    /// along in the response's extensions, and [`crate::http_layer`] logs and
+    /// counts it.
     fn into_response(self) -> Response {
         let (status, error) = self.status_and_code();
         let message = match &self {
@@ -150,7 +151,11 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        response.extensions_mut().insert(Arc::new(self));
+        // Only the operators' failures ride along; the client's own say all
+        // there is in the answer, and the hot path is spared an allocation.
+        if matches!(self, ApiError::Redis(_) | ApiError::Database(_)) {
+            response.extensions_mut().insert(Arc::new(self));
+        }
         response
     }
 }

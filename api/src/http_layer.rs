@@ -1,7 +1,8 @@
 //! The middleware around every request: the OpenTelemetry HTTP server span
 //! (continuing an incoming W3C `traceparent`), the latency histogram, and the
-//! logging and counting of the failures behind error answers (an [`ApiError`]
-//! only builds its answer; it leaves itself in the response's extensions).
+//! logging and counting of the Redis and MySQL failures behind error answers
+//! (an [`ApiError`] only builds its answer; such a one leaves itself in the
+//! response's extensions).
 //!
 //! Labels and span names are `&'static str`, read from a table built once from
 //! the routes' own declarations (the OpenAPI paths of [`crate::routes::declared`]), so the hot path

@@ -11,7 +11,7 @@
 //! `governor`'s keyed limiter grows without bound until swept, hence this.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -47,8 +47,33 @@ pub struct RateLimiter {
 
 struct Shard {
     /// Key's hash → its theoretical arrival time, in ns since `epoch`.
-    arrivals: HashMap<u64, u64>,
+    arrivals: Arrivals,
     last_sweep: u64,
+}
+
+/// The keys are already randomly keyed SipHash values: hashing them again
+/// would cost a second SipHash per request and add nothing.
+type Arrivals = HashMap<u64, u64, BuildHasherDefault<PassThrough>>;
+
+/// A hasher that takes a `u64` key as its own hash.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys reach this table; fold anything else in anyway.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
 }
 
 impl RateLimiter {
@@ -63,7 +88,7 @@ impl RateLimiter {
             .map(|_| {
                 Mutex::new(Shard {
                     // Allocated once, at full size: no growth under load.
-                    arrivals: HashMap::with_capacity(capacity_per_shard),
+                    arrivals: Arrivals::with_capacity_and_hasher(capacity_per_shard, Default::default()),
                     last_sweep: 0,
                 })
             })
@@ -88,7 +113,9 @@ impl RateLimiter {
         // The table holds the key's hash: 64 bits of a randomly keyed SipHash,
         // which no client can aim at another's.
         let key = self.hasher.hash_one(key);
-        let index = (key % SHARDS as u64) as usize;
+        // The shard from bits the table does not use: it places a key by its
+        // low bits and tags it with its top seven.
+        let index = ((key >> 32) % SHARDS as u64) as usize;
         // A poisoned lock only means another request panicked mid-update of
         // one u64: the table is still usable.
         let mut shard = self.shards[index]
@@ -138,7 +165,7 @@ impl Shard {
         self.last_sweep = now.max(1);
         // Into a new table of the same size rather than `retain`: removals
         // leave tombstones that would make the next insert grow the table.
-        let mut live = HashMap::with_capacity(limit);
+        let mut live = Arrivals::with_capacity_and_hasher(limit, Default::default());
         live.extend(self.arrivals.drain().filter(|(_, arrival)| *arrival > now));
         self.arrivals = live;
         self.arrivals.len() < limit
