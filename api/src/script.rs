@@ -115,14 +115,51 @@ impl BatchScript {
         requests: &[(UserId, &[u8])],
     ) -> redis::RedisResult<Batch> {
         let started = std::time::Instant::now();
+        let reply: Vec<i64> = self.invocation(keys, requests).invoke_async(redis).await?;
+        metrics::histogram!(shared::metrics::SCRIPT_DURATION).record(started.elapsed().as_secs_f64());
+        parse_batch(&reply, requests.len())
+    }
+
+    /// [`Self::run`], then `WAIT replicas timeout` in the same pipeline, with
+    /// how many replicas acknowledged the batch's writes. One pipeline, so the
+    /// `WAIT` goes on the very connection the script's writes went on: after a
+    /// reconnect between two separate calls, a `WAIT` on the new connection
+    /// (which wrote nothing) would confirm at once writes it never covered.
+    pub async fn run_and_wait(
+        &self,
+        redis: &mut impl redis::aio::ConnectionLike,
+        keys: &CouponKeys,
+        requests: &[(UserId, &[u8])],
+        replicas: u32,
+        timeout: std::time::Duration,
+    ) -> redis::RedisResult<(Batch, i64)> {
+        let started = std::time::Instant::now();
+        let invocation = self.invocation(keys, requests);
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&invocation)
+            .cmd("WAIT")
+            .arg(replicas)
+            .arg(timeout_ms);
+        let (reply, acked): (Vec<i64>, i64) = match pipe.query_async(redis).await {
+            Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // Redis restarted or was flushed: the script ran nowhere.
+                invocation.load_async(redis).await?;
+                pipe.query_async(redis).await?
+            }
+            reply => reply?,
+        };
+        metrics::histogram!(shared::metrics::SCRIPT_DURATION).record(started.elapsed().as_secs_f64());
+        Ok((parse_batch(&reply, requests.len())?, acked))
+    }
+
+    fn invocation<'a>(&'a self, keys: &CouponKeys, requests: &[(UserId, &[u8])]) -> redis::ScriptInvocation<'a> {
         let mut call = self.0.key(&keys.issued);
         call.key(&keys.events).key(&keys.meta);
         for (user, event) in requests {
             call.arg(user.get()).arg(*event);
         }
-        let reply: Vec<i64> = call.invoke_async(redis).await?;
-        metrics::histogram!(shared::metrics::SCRIPT_DURATION).record(started.elapsed().as_secs_f64());
-        parse_batch(&reply, requests.len())
+        call
     }
 }
 

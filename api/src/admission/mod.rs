@@ -8,8 +8,9 @@
 //!   whole batch in arrival order exactly as one-by-one calls would.
 //! - **Sold-out memory** ([`memory`]): once a batch saw the coupon full, this
 //!   process answers `sold_out` / `already_issued` itself for up to a second.
-//! - **Durable acceptance** (`REDIS_WAIT_REPLICAS=N`): after a batch that
-//!   accepted someone, one `WAIT N` covers all of it; if it falls short, the
+//! - **Durable acceptance** (`REDIS_WAIT_REPLICAS=N`): each batch's script
+//!   call and one `WAIT N` go in one pipeline, so the `WAIT` covers the
+//!   batch's writes on the connection that made them; if it falls short, the
 //!   batch's acceptances are answered 503 (they stay accepted: a retry answers
 //!   `already_issued`, the status endpoint `pending`).
 //!
@@ -218,12 +219,13 @@ async fn drain(shared: Arc<Shared>, lane: Arc<Lane>) {
         let generation = lane.memory.generation();
         let mut redis = shared.redis.clone();
         let requests: Vec<(UserId, &[u8])> = batch.iter().map(|w| (w.user, w.event.as_slice())).collect();
-        let decided = shared.script.run(&mut redis, &lane.keys, &requests).await;
+        let decided = decide(&shared, &mut redis, &lane.keys, &requests).await;
         let ends = Instant::now();
         let outcomes = match &decided {
-            Ok(decided) => durable(&shared, &mut redis, decided).await,
+            Ok(decided) => answers(&shared, decided),
             Err(err) => vec![Err(Failure::Redis(err.clone())); batch.len()],
         };
+        let decided = decided.map(|decided| decided.batch);
         for (waiter, outcome) in batch.into_iter().zip(outcomes) {
             let _ = waiter.reply.send(outcome);
         }
@@ -234,37 +236,53 @@ async fn drain(shared: Arc<Shared>, lane: Arc<Lane>) {
     }
 }
 
-/// The batch's answers, its acceptances only once `WAIT` confirmed them.
-async fn durable(shared: &Shared, redis: &mut RedisConn, batch: &Batch) -> Vec<Result<Decision, Failure>> {
-    let accepted = batch.decisions.iter().any(|d| matches!(d, Decision::Accepted { .. }));
-    let failure = match shared.durable {
-        Some(durable) if accepted => replicate(redis, durable).await.err(),
-        _ => None,
-    };
-    let answer = |decision: &Decision| match (decision, &failure) {
-        (Decision::Accepted { .. }, Some(failure)) => Err(failure.clone()),
-        _ => Ok(*decision),
-    };
-    batch.decisions.iter().map(answer).collect()
+/// A batch's decisions and, with `REDIS_WAIT_REPLICAS`, how many replicas
+/// acknowledged its writes.
+struct Decided {
+    batch: Batch,
+    replicated: Option<i64>,
 }
 
-/// `WAIT`, on the connection the batch went on, so it covers the batch's writes.
-async fn replicate(redis: &mut RedisConn, durable: Durable) -> Result<(), Failure> {
-    let acked: i64 = redis::cmd("WAIT")
-        .arg(durable.replicas)
-        .arg(u64::try_from(durable.timeout.as_millis()).unwrap_or(u64::MAX))
-        .query_async(redis)
-        .await
-        .map_err(Failure::Redis)?;
-    if acked < i64::from(durable.replicas) {
-        tracing::warn!(
-            acked,
-            wanted = durable.replicas,
-            "WAIT timed out: the batch's acceptances answered 503"
-        );
-        return Err(Failure::NotReplicated);
+/// Runs the batch; with durable acceptance, `WAIT` in the same pipeline.
+async fn decide(
+    shared: &Shared,
+    redis: &mut RedisConn,
+    keys: &CouponKeys,
+    requests: &[(UserId, &[u8])],
+) -> redis::RedisResult<Decided> {
+    match shared.durable {
+        None => Ok(Decided {
+            batch: shared.script.run(redis, keys, requests).await?,
+            replicated: None,
+        }),
+        Some(durable) => {
+            let (batch, acked) = shared
+                .script
+                .run_and_wait(redis, keys, requests, durable.replicas, durable.timeout)
+                .await?;
+            Ok(Decided {
+                batch,
+                replicated: Some(acked),
+            })
+        }
     }
-    Ok(())
+}
+
+/// The batch's answers, its acceptances only where `WAIT` confirmed them.
+fn answers(shared: &Shared, decided: &Decided) -> Vec<Result<Decision, Failure>> {
+    let decisions = &decided.batch.decisions;
+    let short = match (shared.durable, decided.replicated) {
+        (Some(durable), Some(acked)) => acked < i64::from(durable.replicas),
+        _ => false,
+    };
+    if short && decisions.iter().any(|d| matches!(d, Decision::Accepted { .. })) {
+        tracing::warn!(?decided.replicated, "WAIT timed out: the batch's acceptances answered 503");
+    }
+    let answer = |decision: &Decision| match decision {
+        Decision::Accepted { .. } if short => Err(Failure::NotReplicated),
+        _ => Ok(*decision),
+    };
+    decisions.iter().map(answer).collect()
 }
 
 /// Keeps the lane's memory in step with what the batch saw; reads the
