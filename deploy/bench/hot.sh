@@ -8,6 +8,10 @@
 #                             (the first $QUANTITY accepted, the rest sold out)
 #  soldout-api / -ceiling     the same coupons again, now sold out: every answer
 #                             is sold_out
+#  soldout-floor              coupon-ceiling's trivial route: the same request
+#                             answered a fixed 409 with no Redis call, the least
+#                             any answer costs on this axum/hyper stack and
+#                             kernel (the floor under soldout-api)
 #  accept-api / accept-wait   a coupon so big that every request is accepted,
 #                             on coupon-api with REDIS_WAIT_REPLICAS=0 and on a
 #                             second coupon-api with REDIS_WAIT_REPLICAS=1 (one
@@ -55,9 +59,10 @@ HUGE=1000000000000
 source deploy/bench/lib.sh
 open_results hot
 
-for tool in redis-server redis-cli mariadb curl jq python3 ss wrk; do
+for tool in redis-server redis-cli mariadb curl jq python3 ss; do
   command -v "$tool" >/dev/null || die "$tool is missing"
 done
+ensure_wrk
 # Built before the ports are checked: a long build leaves time for another
 # process to take one.
 log "building (release)"
@@ -143,6 +148,7 @@ for round in $(seq "$ROUNDS"); do
   log "round $round/$ROUNDS: sold out, coupon-api then coupon-ceiling"
   wrk_run "soldout-api-$round" "$(issue_url "$API_PORT" "$sale")" "$API_PID"
   wrk_run "soldout-ceiling-$round" "$(issue_url "$CEILING_PORT" "$ceiling")" "$CEILING_PID"
+  wrk_run "soldout-floor-$round" "http://127.0.0.1:$CEILING_PORT/trivial/coupons/$ceiling/issue" "$CEILING_PID"
   log "round $round/$ROUNDS: every request accepted, REDIS_WAIT_REPLICAS=0 then 1; the sale with 1"
   wrk_run "accept-api-$round" "$(issue_url "$API_PORT" "$(hot_coupon "$API_PORT" "$HUGE")")" "$API_PID"
   wrk_run "accept-wait-$round" "$(issue_url "$WAIT_PORT" "$(hot_coupon "$WAIT_PORT" "$HUGE")")" "$WAIT_PID"

@@ -15,7 +15,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from summarize import median, ratio, read_facts  # noqa: E402
 
-LABELS = ["sale-api", "sale-ceiling", "soldout-api", "soldout-ceiling", "accept-api", "accept-wait", "sale-wait"]
+LABELS = [
+    "sale-api", "sale-ceiling", "soldout-api", "soldout-ceiling", "soldout-floor",
+    "accept-api", "accept-wait", "sale-wait",
+]
 
 
 def run_result(path):
@@ -57,6 +60,8 @@ def targets(rows):
     tput = ratio(rows["sale-api"]["rps"], rows["sale-ceiling"]["rps"])
     redis = rows["sale-api"]["redis_cpu_us"]
     sold = ratio(rows["soldout-api"]["server_cpu_us"], rows["soldout-ceiling"]["server_cpu_us"])
+    floor = ratio(rows["soldout-floor"]["server_cpu_us"], rows["soldout-ceiling"]["server_cpu_us"])
+    over_floor = ratio(rows["soldout-api"]["server_cpu_us"], rows["soldout-floor"]["server_cpu_us"])
     wait_rps = ratio(rows["accept-wait"]["rps"], rows["accept-api"]["rps"])
     wait_p99 = ratio(rows["accept-wait"]["p99_ms"], rows["accept-api"]["p99_ms"])
     sale_wait = ratio(rows["sale-wait"]["rps"], rows["sale-api"]["rps"])
@@ -65,6 +70,8 @@ def targets(rows):
         ("sale, coupon-api req/s ÷ coupon-ceiling's", fmt(tput, "{:.2f}"), "≥ 1.2", verdict(check(tput, lambda v: v >= 1.2))),
         ("sale, Redis CPU per request (µs)", fmt(redis, "{:.2f}"), "≤ 2", verdict(check(redis, lambda v: v <= 2))),
         ("sold out, coupon-api CPU per request ÷ coupon-ceiling's", fmt(sold, "{:.2f}"), "≤ 0.5", verdict(check(sold, lambda v: v <= 0.5))),
+        ("sold out, a fixed answer on the same stack (the floor) ÷ coupon-ceiling's CPU", fmt(floor, "{:.2f}"), "reported", "–"),
+        ("sold out, coupon-api CPU per request ÷ the floor's", fmt(over_floor, "{:.2f}"), "reported", "–"),
         ("every request accepted, REDIS_WAIT_REPLICAS=1 req/s ÷ =0", fmt(wait_rps, "{:.2f}"), "reported", "–"),
         ("every request accepted, REDIS_WAIT_REPLICAS=1 p99 ÷ =0", fmt(wait_p99, "{:.2f}"), "reported", "–"),
         ("sale, REDIS_WAIT_REPLICAS=1 req/s ÷ =0", fmt(sale_wait, "{:.2f}"), "reported", "–"),
@@ -97,7 +104,8 @@ def section(rows, facts, out):
         f"one replica), MariaDB {facts.get('mariadb_version', '?')}; everything on this one box. Load average at "
         f"start {facts.get('load_start', '?')}, at end {facts.get('load_end', '?')}. Settings: {facts.get('settings', '?')}. "
         "Medians over the rounds; CPU per request = the process's utime + stime (Redis: INFO cpu) over the run ÷ "
-        "wrk's requests. coupon-ceiling runs lua/issue.lua by one EVALSHA per request.\n\n"
+        "wrk's requests. coupon-ceiling runs lua/issue.lua by one EVALSHA per request; soldout-floor is its "
+        "trivial route (the same request, a fixed 409, no Redis).\n\n"
         f"{tables(rows)}\n\nAccepted per sale (SCARD): {issued}. {facts.get('replica_link', '')}\n\n"
         f"Commands (in order; raw outputs were in `{out}`):\n\n```sh\n{commands}\n```\n"
     )

@@ -5,7 +5,10 @@
 //! the project's own issue script (`lua/issue.lua`, the same text coupon-api
 //! loads) by EVALSHA on one shared multiplexed `ConnectionManager`, with the same
 //! key shapes ([`shared::CouponKeys`]) and an event payload of the same size as
-//! coupon-api's, and answers `202 {"position":N}` (or `409`). Nothing else: no
+//! coupon-api's, and answers `202 {"position":N}` (or `409`). And
+//! `POST /trivial/coupons/{coupon_id}/issue`, the same request answered a fixed
+//! `409 sold_out` with no Redis call: the floor of this stack, what any answer
+//! costs in axum, hyper and the kernel (`deploy/bench/hot.sh`). Nothing else: no
 //! tracing, no metrics, no coupon cache, no request timeout, no MySQL. The same
 //! axum, tokio runtime, redis client settings and allocator (mimalloc) as
 //! coupon-api, so the difference between the two is what coupon-api adds.
@@ -86,6 +89,7 @@ async fn serve(args: Args) -> Result<(), String> {
     let event_len = state.event.len();
     let router = Router::new()
         .route("/coupons/{coupon_id}/issue", post(issue))
+        .route("/trivial/coupons/{coupon_id}/issue", post(trivial))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(&args.listen_addr)
         .await
@@ -147,4 +151,20 @@ async fn issue(
         ),
     };
     (status, [("content-type", "application/json")], body).into_response()
+}
+
+/// The floor under any answer on this stack: the same extractors as [`issue`]
+/// and a fixed `409 sold_out`, with no Redis call.
+async fn trivial(Path(coupon_id): Path<i64>, Json(request): Json<IssueRequest>) -> Response {
+    let status = if coupon_id > 0 && request.user_id > 0 {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    (
+        status,
+        [("content-type", "application/json")],
+        r#"{"error":"sold_out"}"#,
+    )
+        .into_response()
 }
