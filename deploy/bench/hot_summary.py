@@ -117,7 +117,8 @@ def main(argv):
     print(tables(rows))
     if "--append" in argv:
         path = Path(argv[argv.index("--append") + 1])
-        path.write_text(path.read_text().rstrip() + "\n\n" + section(rows, facts, out))
+        before = path.read_text().rstrip() + "\n\n" if path.exists() else ""
+        path.write_text(before + section(rows, facts, out))
 
 
 if __name__ == "__main__":
