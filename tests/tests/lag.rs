@@ -326,7 +326,10 @@ async fn a_consumer_draining_a_backlog_longer_than_the_threshold_stays_ready_whi
     let _serial = serial().await;
     let env = Env::shared().await;
     let app = spawn::spawn_app(&env).await;
-    const USERS: i64 = 1500;
+    // Enough entries that even a fast machine drains them one per batch in
+    // several READY_STALL_MS (1,500 took 2.98 s on an idle 2-core box).
+    const USERS: i64 = 3000;
+    const READY_STALL_MS: u64 = 1000;
     let coupon = app.client.create_open_coupon(USERS).await;
     let partition = partition_of(coupon);
     // Accepted before any consumer runs: a backlog read one entry per batch.
@@ -343,7 +346,7 @@ async fn a_consumer_draining_a_backlog_longer_than_the_threshold_stays_ready_whi
         batch_size: 1,
         ..ConsumerOptions::default()
     };
-    let ops = Ops::start_with(&env, 1000, 60_000, options).await;
+    let ops = Ops::start_with(&env, READY_STALL_MS, 60_000, options).await;
 
     // Always work waiting, never more than a few ms without a commit: ready
     // throughout, once the loop has turned.
@@ -362,7 +365,7 @@ async fn a_consumer_draining_a_backlog_longer_than_the_threshold_stays_ready_whi
     }
     let drained = started.elapsed();
     assert!(
-        drained > Duration::from_secs(3),
+        drained > Duration::from_millis(3 * READY_STALL_MS),
         "the drain ({drained:?}) must outlast READY_STALL_MS several times to show anything"
     );
     assert!(
