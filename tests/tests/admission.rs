@@ -131,7 +131,7 @@ async fn with_wait_replicas_a_202_is_on_the_replica_and_a_stopped_replica_answer
     assert_eq!((status, error(&body)), (409, "already_issued"), "{body}");
     let (status, body) = app.client.get(&format!("/coupons/{coupon}/issues/2")).await;
     assert_eq!((status, &body["status"]), (200, &json!("pending")), "{body}");
-    // Refusals wait for no replica.
+    // A refusal is answered as it is, whatever the WAIT after it says.
     let (status, body) = app.client.issue(coupon, 1).await;
     assert_eq!((status, error(&body)), (409, "already_issued"), "{body}");
 

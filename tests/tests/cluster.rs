@@ -1,6 +1,7 @@
 //! Scale-out (issue #6): two APIs and three consumers on a private Redis Cluster
-//! (three masters, one replica), several coupons, the same guarantees; and a
-//! master failing over to its replica in the middle of a sale.
+//! (three masters, one replica), several coupons, the same guarantees; a
+//! master failing over to its replica in the middle of a sale; and durable
+//! acceptance, each coupon confirmed by its own master's replicas.
 
 use futures::stream::{self, StreamExt};
 use integration_tests::checks::assert_sold_out;
@@ -164,6 +165,49 @@ async fn a_master_failing_over_to_its_replica_mid_sale_loses_nothing_accepted() 
         assert!(consumer.is_running());
         consumer.stop().await;
     }
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_wait_replicas_each_coupon_is_confirmed_by_the_replica_of_its_own_master() {
+    let cluster = PrivateCluster::start().await;
+    let env = Env::on_cluster(&cluster.seeds(), &integration_tests::mysql_server_url());
+    let mut config = spawn::api_config(&env, Some(spawn::ADMIN_TOKEN));
+    config.redis_wait_replicas = 1;
+    config.redis_wait_timeout_ms = 300;
+    let app = spawn::spawn_app_with(config).await;
+    // One coupon on the master that has a replica, one on a master without.
+    let (mut replicated, mut alone) = (None, None);
+    for _ in 0..40 {
+        let coupon = app.client.create_open_coupon(10).await;
+        match cluster.on_first_master(&keys(coupon).issued) {
+            true => replicated.get_or_insert(coupon),
+            false => alone.get_or_insert(coupon),
+        };
+        if replicated.is_some() && alone.is_some() {
+            break;
+        }
+    }
+    let replicated = replicated.expect("a coupon on the first master in 40 tries");
+    let alone = alone.expect("a coupon on another master in 40 tries");
+
+    // WAIT went to the coupon's master with its script call: had it gone to
+    // another node, the first answer would be 503 or the second 202.
+    let (status, body) = app.client.issue(replicated, 1).await;
+    assert_eq!(status, 202, "its master's replica confirmed it: {body}");
+    let (status, body) = app.client.issue(alone, 1).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("unavailable")),
+        "no replica of its master can confirm it: {body}"
+    );
+    let (status, body) = app.client.issue(alone, 1).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("already_issued")),
+        "what the master wrote stays: {body}"
+    );
     app.stop().await;
     env.cleanup().await;
 }
