@@ -1,7 +1,8 @@
 //! Scale-out (issue #6): two APIs and three consumers on a private Redis Cluster
 //! (three masters, one replica), several coupons, the same guarantees; a
-//! master failing over to its replica in the middle of a sale; and durable
-//! acceptance, each coupon confirmed by its own master's replicas.
+//! master failing over to its replica in the middle of a sale; durable
+//! acceptance, each coupon confirmed by its own master's replicas; and the
+//! status notes that wake long-polls, heard on every node.
 
 use futures::stream::{self, StreamExt};
 use integration_tests::checks::assert_sold_out;
@@ -208,6 +209,56 @@ async fn with_wait_replicas_each_coupon_is_confirmed_by_the_replica_of_its_own_m
         (409, Some("already_issued")),
         "what the master wrote stays: {body}"
     );
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_consumers_status_note_is_heard_on_every_node_and_wakes_a_long_poll() {
+    let cluster = PrivateCluster::start().await;
+    let env = Env::on_cluster(&cluster.seeds(), &integration_tests::mysql_server_url());
+    let app = spawn::spawn_app(&env).await;
+    let coupon = app.client.create_open_coupon(5).await;
+    assert_eq!(app.client.issue(coupon, 1).await.0, 202);
+    // An API process subscribes through one seed: whichever node the consumer
+    // publishes on, the note must reach every node, the replica too.
+    let channel = keys(coupon).partition.written;
+    let mut nodes = cluster.seeds();
+    nodes.push(cluster.replica.url());
+    let mut heard = Vec::new();
+    for node in &nodes {
+        let mut pubsub = redis::Client::open(node.as_str())
+            .unwrap()
+            .get_async_pubsub()
+            .await
+            .unwrap();
+        pubsub.subscribe(&channel).await.unwrap();
+        heard.push(pubsub);
+    }
+
+    let client = app.client.clone();
+    let poll = tokio::spawn(async move { client.status(coupon, 1, Some("25s")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!poll.is_finished(), "pending: the long-poll waits");
+    let consumer = spawn::spawn_consumer(&env, "n1").await;
+    let (status, body) = poll.await.unwrap();
+    assert_eq!((status, body["status"].as_str()), (200, Some("issued")), "{body}");
+    for (node, pubsub) in nodes.iter().zip(&mut heard) {
+        let note = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut messages = pubsub.on_message();
+            loop {
+                let payload: String = messages.next().await.expect("subscribed").get_payload().unwrap();
+                match shared::StatusNote::parse(&payload) {
+                    Some(note) if note.coupon.get() == coupon => return note,
+                    _ => continue,
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no note for coupon {coupon} on {node} within 10 s"));
+        assert!(note.users.contains(&1), "the note names user 1: {:?}", note.users);
+    }
+    consumer.stop().await;
     app.stop().await;
     env.cleanup().await;
 }
