@@ -41,7 +41,11 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, shutdo
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
+        .keep_alive(true)
+        // One buffer, one write: the answers are small, and copying a body of
+        // a few dozen bytes costs less than a second iovec in the kernel
+        // (about 0.2 µs of the sold-out answer's 10, measured with hot.sh's wrk).
+        .writev(false);
     builder.http2().timer(TokioTimer::new());
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
