@@ -135,6 +135,7 @@ impl BatchScript {
     ) -> redis::RedisResult<(Batch, i64)> {
         let started = std::time::Instant::now();
         let invocation = self.invocation(keys, requests);
+        // Saturating: a timeout past u64 milliseconds is as good as none.
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let mut pipe = redis::pipe();
         pipe.invoke_script(&invocation)

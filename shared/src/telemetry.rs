@@ -177,4 +177,25 @@ mod tests {
         assert!(kept.len() <= MAX_TRACESTATE);
         assert_eq!(bounded_tracestate(&format!("big={}", "y".repeat(600))), "");
     }
+
+    /// The only test here that installs the global subscriber.
+    #[test]
+    fn without_an_exporter_no_trace_span_is_built_and_logs_still_are() {
+        let config = TelemetryConfig {
+            otel_exporter_otlp_endpoint: None,
+            otel_exporter_otlp_protocol: "grpc".into(),
+            otel_service_name: None,
+        };
+        let telemetry = Telemetry::init(&config, "test").expect("the first subscriber of this process");
+        assert!(!telemetry.exporting());
+        let span = tracing::info_span!(target: SPAN_TARGET, "POST /coupons/{coupon_id}/issue");
+        assert!(
+            span.is_disabled(),
+            "a span for traces alone is built with nobody to export it"
+        );
+        assert!(
+            tracing::enabled!(target: "coupon_rush", tracing::Level::ERROR),
+            "logs still go out"
+        );
+    }
 }

@@ -137,6 +137,14 @@ async fn with_wait_replicas_a_202_is_on_the_replica_and_a_stopped_replica_answer
 
     replica.restart().await;
     replica.wait_linked().await;
+    // A master that lost its scripts (a restart, a flush) gets the script
+    // again, and the WAIT still follows it.
+    let mut on_master = master.client().get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut on_master)
+        .await
+        .unwrap();
     assert_eq!(app.client.issue(coupon, 3).await.0, 202);
     let mut on_replica = replica.client().get_multiplexed_async_connection().await.unwrap();
     let members: Vec<i64> = on_replica.smembers(&keys.issued).await.unwrap();

@@ -182,10 +182,11 @@ async fn with_wait_replicas_each_coupon_is_confirmed_by_the_replica_of_its_own_m
     let (mut replicated, mut alone) = (None, None);
     for _ in 0..40 {
         let coupon = app.client.create_open_coupon(10).await;
-        match cluster.on_first_master(&keys(coupon).issued) {
-            true => replicated.get_or_insert(coupon),
-            false => alone.get_or_insert(coupon),
-        };
+        if cluster.on_first_master(&keys(coupon).issued) {
+            replicated.get_or_insert(coupon);
+        } else {
+            alone.get_or_insert(coupon);
+        }
         if replicated.is_some() && alone.is_some() {
             break;
         }
