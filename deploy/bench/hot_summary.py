@@ -8,12 +8,11 @@ section in BENCHMARKS.md.
     hot_summary.py OUT_DIR --append BENCHMARKS.md
 """
 
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from summarize import median, ratio, read_facts  # noqa: E402
+from summarize import check, f, median, ratio, read_facts, wrk_rounds  # noqa: E402
 
 LABELS = [
     "sale-api", "sale-ceiling", "soldout-api", "soldout-ceiling", "soldout-floor",
@@ -21,35 +20,16 @@ LABELS = [
 ]
 
 
-def run_result(path):
-    result, cpu = None, None
-    for line in path.read_text().splitlines():
-        if line.startswith("WRK_JSON "):
-            result = json.loads(line[len("WRK_JSON "):])
-        elif line.startswith("WRK_CPU "):
-            cpu = json.loads(line[len("WRK_CPU "):])
-    if not result or not cpu or not result.get("requests"):
-        return None
-    n = result["requests"]
-    result["server_cpu_us"] = cpu["server_ticks"] * 1e6 / cpu["clk_tck"] / n
-    result["redis_cpu_us"] = cpu["redis_us"] / n
-    return result
-
-
 def compute(out):
     rows = {}
     for label in LABELS:
-        runs = [r for p in sorted(out.glob(f"wrk-{label}-*.txt")) if (r := run_result(p))]
+        runs = wrk_rounds(out, label)
         rows[label] = {
-            key: median([r[key] for r in runs])
+            key: median([r[key] for r in runs if key in r])
             for key in ("rps", "p99_ms", "server_cpu_us", "redis_cpu_us", "requests")
         }
         rows[label]["runs"] = runs
     return rows
-
-
-def fmt(value, spec="{:,.1f}"):
-    return "–" if value is None else spec.format(value)
 
 
 def verdict(ok):
@@ -65,16 +45,15 @@ def targets(rows):
     wait_rps = ratio(rows["accept-wait"]["rps"], rows["accept-api"]["rps"])
     wait_p99 = ratio(rows["accept-wait"]["p99_ms"], rows["accept-api"]["p99_ms"])
     sale_wait = ratio(rows["sale-wait"]["rps"], rows["sale-api"]["rps"])
-    check = lambda v, pred: None if v is None else pred(v)  # noqa: E731
     return [
-        ("sale, coupon-api req/s ÷ coupon-ceiling's", fmt(tput, "{:.2f}"), "≥ 1.2", verdict(check(tput, lambda v: v >= 1.2))),
-        ("sale, Redis CPU per request (µs)", fmt(redis, "{:.2f}"), "≤ 2", verdict(check(redis, lambda v: v <= 2))),
-        ("sold out, coupon-api CPU per request ÷ coupon-ceiling's", fmt(sold, "{:.2f}"), "≤ 0.5", verdict(check(sold, lambda v: v <= 0.5))),
-        ("sold out, a fixed answer on the same stack (the floor) ÷ coupon-ceiling's CPU", fmt(floor, "{:.2f}"), "reported", "–"),
-        ("sold out, coupon-api CPU per request ÷ the floor's", fmt(over_floor, "{:.2f}"), "reported", "–"),
-        ("every request accepted, REDIS_WAIT_REPLICAS=1 req/s ÷ =0", fmt(wait_rps, "{:.2f}"), "reported", "–"),
-        ("every request accepted, REDIS_WAIT_REPLICAS=1 p99 ÷ =0", fmt(wait_p99, "{:.2f}"), "reported", "–"),
-        ("sale, REDIS_WAIT_REPLICAS=1 req/s ÷ =0", fmt(sale_wait, "{:.2f}"), "reported", "–"),
+        ("sale, coupon-api req/s ÷ coupon-ceiling's", f(tput, "{:.2f}"), "≥ 1.2", verdict(check(tput, lambda v: v >= 1.2))),
+        ("sale, Redis CPU per request (µs)", f(redis, "{:.2f}"), "≤ 2", verdict(check(redis, lambda v: v <= 2))),
+        ("sold out, coupon-api CPU per request ÷ coupon-ceiling's", f(sold, "{:.2f}"), "≤ 0.5", verdict(check(sold, lambda v: v <= 0.5))),
+        ("sold out, a fixed answer on the same stack (the floor) ÷ coupon-ceiling's CPU", f(floor, "{:.2f}"), "reported", "–"),
+        ("sold out, coupon-api CPU per request ÷ the floor's", f(over_floor, "{:.2f}"), "reported", "–"),
+        ("every request accepted, REDIS_WAIT_REPLICAS=1 req/s ÷ =0", f(wait_rps, "{:.2f}"), "reported", "–"),
+        ("every request accepted, REDIS_WAIT_REPLICAS=1 p99 ÷ =0", f(wait_p99, "{:.2f}"), "reported", "–"),
+        ("sale, REDIS_WAIT_REPLICAS=1 req/s ÷ =0", f(sale_wait, "{:.2f}"), "reported", "–"),
     ]
 
 
@@ -86,8 +65,8 @@ def tables(rows):
     for label in LABELS:
         r = rows[label]
         lines.append(
-            f"| {label} | {fmt(r['rps'], '{:,.0f}')} | {fmt(r['p99_ms'], '{:.2f}')} "
-            f"| {fmt(r['server_cpu_us'])} | {fmt(r['redis_cpu_us'], '{:.2f}')} |"
+            f"| {label} | {f(r['rps'], '{:,.0f}')} | {f(r['p99_ms'], '{:.2f}')} "
+            f"| {f(r['server_cpu_us'], '{:,.1f}')} | {f(r['redis_cpu_us'], '{:.2f}')} |"
         )
     lines += ["", "| target | value | goal | |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(rows)]

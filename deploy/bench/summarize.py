@@ -61,7 +61,8 @@ def load_json(path):
 def wrk_result(path):
     """wrk's WRK_JSON line, with CPU microseconds per request from the WRK_CPU
     line when there is one: `<name>_cpu_us` for each of its `<name>_ticks`
-    (run.sh: server and redis; status.sh: mysqld, api and redis)."""
+    (run.sh: server and redis; status.sh: mysqld, api and redis) and of its
+    `<name>_us`, CPU read in microseconds (hot.sh: Redis' INFO cpu)."""
     if not path.exists():
         return None
     result, cpu = None, None
@@ -75,9 +76,11 @@ def wrk_result(path):
             pass
     if result and cpu and result.get("requests"):
         per_tick = 1e6 / cpu["clk_tck"] / result["requests"]
-        for key, ticks in cpu.items():
+        for key, value in cpu.items():
             if key.endswith("_ticks"):
-                result[key[: -len("_ticks")] + "_cpu_us"] = ticks * per_tick
+                result[key[: -len("_ticks")] + "_cpu_us"] = value * per_tick
+            elif key.endswith("_us"):
+                result[key[: -len("_us")] + "_cpu_us"] = value / result["requests"]
     return result
 
 
